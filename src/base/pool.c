@@ -1,0 +1,153 @@
+#include "base/pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* How many polls a worker spins before it sleeps on the condition variable. */
+#ifndef POOL_SPIN
+#define POOL_SPIN 20000
+#endif
+
+struct pool {
+	int n;
+	pthread_t *th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	atomic_uint gen;       /* bumped for each job */
+	atomic_int pending;    /* workers still running the current job */
+	atomic_int stop;
+	atomic_int sleepers;
+	pool_fn_cb fn;
+	void *arg;
+};
+
+struct worker_arg {
+	pool_t *p;
+	int ith;
+};
+
+static void *worker_main(void *a)
+{
+	struct worker_arg *wa = a;
+	pool_t *p = wa->p;
+	int ith = wa->ith;
+	free(wa);
+	unsigned seen = atomic_load(&p->gen);
+	for (;;) {
+		unsigned g;
+		int spins = 0;
+		while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+			if (atomic_load(&p->stop))
+				return NULL;
+			if (++spins < POOL_SPIN) {
+				cpu_relax();
+				continue;
+			}
+			pthread_mutex_lock(&p->mu);
+			atomic_fetch_add(&p->sleepers, 1);
+			while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
+				pthread_cond_wait(&p->cv, &p->mu);
+			atomic_fetch_sub(&p->sleepers, 1);
+			pthread_mutex_unlock(&p->mu);
+			spins = 0;
+		}
+		seen = g;
+		p->fn(p->arg, ith, p->n);
+		atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+	}
+}
+
+pool_t *pool_new(int nthreads)
+{
+	if (nthreads < 1)
+		nthreads = 1;
+	pool_t *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->n = nthreads;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (nthreads > 1) {
+		p->th = calloc((size_t)nthreads, sizeof(pthread_t));
+		if (!p->th)
+			goto fail;
+		for (int i = 1; i < nthreads; i++) {
+			struct worker_arg *wa = malloc(sizeof(*wa));
+			if (!wa) {
+				p->n = i;
+				goto fail;
+			}
+			wa->p = p;
+			wa->ith = i;
+			if (pthread_create(&p->th[i], NULL, worker_main, wa) != 0) {
+				free(wa);
+				p->n = i;
+				goto fail;
+			}
+		}
+	}
+	return p;
+fail:
+	pool_free(p);
+	return NULL;
+}
+
+void pool_free(pool_t *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	atomic_store(&p->stop, 1);
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 1; i < p->n; i++)
+		pthread_join(p->th[i], NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p->th);
+	free(p);
+}
+
+int pool_size(const pool_t *p) { return p ? p->n : 1; }
+
+void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
+{
+	if (!p || p->n == 1) {
+		fn(arg, 0, 1);
+		return;
+	}
+	p->fn = fn;
+	p->arg = arg;
+	atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+	if (atomic_load(&p->sleepers) > 0) {
+		pthread_mutex_lock(&p->mu);
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+	}
+	fn(arg, 0, p->n);
+	while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
+		cpu_relax();
+}
+
+void pool_split(long n, int ith, int nth, long align, long *lo, long *hi)
+{
+	if (align < 1)
+		align = 1;
+	long units = (n + align - 1) / align;
+	long per = units / nth, rem = units % nth;
+	long ulo = ith * per + (ith < rem ? ith : rem);
+	long uhi = ulo + per + (ith < rem ? 1 : 0);
+	*lo = ulo * align;
+	*hi = uhi * align;
+	if (*lo > n) *lo = n;
+	if (*hi > n) *hi = n;
+}

@@ -1,0 +1,96 @@
+/* test.h - a small test runner for ctest.
+ *
+ * Each test file defines `static void test_x(void)` functions and lists them:
+ *     TEST_MAIN(test_a, test_b)
+ * CHECK() records a failure and goes on; REQUIRE() ends the current test.
+ * fixture_path() finds ../shared/fixtures (or $COLONY_FIXTURES); a missing
+ * fixture fails under CI (CI=true) and skips the test elsewhere (exit 77 if
+ * every test skipped).
+ */
+#ifndef COLONY_TEST_H
+#define COLONY_TEST_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int t_fail, t_cur_fail, t_skipped, t_ran;
+static const char *t_name;
+static jmp_buf t_jmp;
+
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); t_cur_fail = 1; } } while (0)
+#define REQUIRE(c) do { if (!(c)) { fprintf(stderr, "  FAIL %s:%d: %s (fatal)\n", __FILE__, __LINE__, #c); t_cur_fail = 1; longjmp(t_jmp, 1); } } while (0)
+#define CHECK_EQ_INT(a, b) do { long long _a = (long long)(a), _b = (long long)(b); if (_a != _b) { fprintf(stderr, "  FAIL %s:%d: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a, #b, _a, _b); t_cur_fail = 1; } } while (0)
+#define CHECK_NEAR(a, b, tol) do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) { fprintf(stderr, "  FAIL %s:%d: |%s - %s| = |%g - %g| > %g\n", __FILE__, __LINE__, #a, #b, _a, _b, (double)(tol)); t_cur_fail = 1; } } while (0)
+#define CHECK_OK(e) do { int _r = (e); if (_r != 0) { fprintf(stderr, "  FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #e, _r); t_cur_fail = 1; } } while (0)
+#define SKIP(...) do { fprintf(stderr, "  SKIP %s: ", t_name); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); t_skipped++; longjmp(t_jmp, 2); } while (0)
+
+/* Path of a fixture file, or SKIP (outside CI) / FAIL (under CI) when missing. */
+static inline const char *fixture_path(const char *name)
+{
+	static char buf[8][1024];
+	static int slot;
+	const char *dir = getenv("COLONY_FIXTURES");
+	if (!dir || !*dir)
+		dir = "../shared/fixtures";
+	char *p = buf[slot++ & 7];
+	snprintf(p, 1024, "%s/%s", dir, name);
+	struct stat st;
+	if (stat(p, &st) != 0) {
+		const char *ci = getenv("CI");
+		if (ci && strcmp(ci, "true") == 0) {
+			fprintf(stderr, "  FAIL %s: fixture %s is missing (CI=true)\n", t_name, p);
+			t_cur_fail = 1;
+			longjmp(t_jmp, 1);
+		}
+		SKIP("fixture %s not found (set COLONY_FIXTURES)", p);
+	}
+	return p;
+}
+
+typedef void (*t_fn)(void);
+static inline int t_run_all(const char *file, t_fn *fns, const char **names, int n)
+{
+	int skipped_tests = 0;
+	for (int i = 0; i < n; i++) {
+		t_name = names[i];
+		t_cur_fail = 0;
+		int sk = t_skipped;
+		fprintf(stderr, "[ RUN  ] %s\n", names[i]);
+		if (setjmp(t_jmp) == 0)
+			fns[i]();
+		t_ran++;
+		if (t_skipped > sk) {
+			skipped_tests++;
+			fprintf(stderr, "[ SKIP ] %s\n", names[i]);
+		} else if (t_cur_fail) {
+			t_fail++;
+			fprintf(stderr, "[ FAIL ] %s\n", names[i]);
+		} else {
+			fprintf(stderr, "[  OK  ] %s\n", names[i]);
+		}
+	}
+	fprintf(stderr, "%s: %d passed, %d failed, %d skipped\n", file,
+		n - t_fail - skipped_tests, t_fail, skipped_tests);
+	if (t_fail)
+		return 1;
+	return skipped_tests == n ? 77 : 0;
+}
+
+#define T_STR_(...) #__VA_ARGS__
+#define TEST_MAIN(...)                                                          \
+	int main(void)                                                          \
+	{                                                                       \
+		t_fn fns[] = { __VA_ARGS__ };                                   \
+		static char names_buf[] = T_STR_(__VA_ARGS__);                  \
+		const char *names[sizeof(fns) / sizeof(fns[0])];                \
+		int k = 0;                                                      \
+		for (char *s = strtok(names_buf, ", "); s && k < (int)(sizeof(fns) / sizeof(fns[0])); s = strtok(NULL, ", ")) \
+			names[k++] = s;                                         \
+		return t_run_all(__FILE__, fns, names, k);                      \
+	}
+
+#endif
