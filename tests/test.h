@@ -54,8 +54,8 @@ static inline const char *fixture_path(const char *name)
 typedef void (*t_fn)(void);
 static inline int t_run_all(const char *file, t_fn *fns, const char **names, int n)
 {
-	int skipped_tests = 0;
-	for (int i = 0; i < n; i++) {
+	volatile int skipped_tests = 0;
+	for (volatile int i = 0; i < n; i++) {
 		t_name = names[i];
 		t_cur_fail = 0;
 		int sk = t_skipped;

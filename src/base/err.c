@@ -42,7 +42,17 @@ int err_prefix(err_msg_t *e, int code, const char *fmt, ...)
 		va_end(ap);
 		memcpy(old, e->msg, sizeof(old));
 		old[sizeof(old) - 1] = 0;
-		snprintf(e->msg, sizeof(e->msg), "%s: %s", pre, old);
+		/* Truncation is fine here: the message is for people and stays bounded. */
+		size_t np = strlen(pre);
+		if (np > sizeof(e->msg) - 3)
+			np = sizeof(e->msg) - 3;
+		memcpy(e->msg, pre, np);
+		memcpy(e->msg + np, ": ", 2);
+		size_t room = sizeof(e->msg) - np - 3, no = strlen(old);
+		if (no > room)
+			no = room;
+		memcpy(e->msg + np + 2, old, no);
+		e->msg[np + 2 + no] = 0;
 	}
 	return code;
 }

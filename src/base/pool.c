@@ -40,7 +40,11 @@ static void *worker_main(void *a)
 	pool_t *p = wa->p;
 	int ith = wa->ith;
 	free(wa);
-	unsigned seen = atomic_load(&p->gen);
+	/* Start from the generation the pool was created with (0), not from
+	 * p->gen: pool_new returns before this thread runs, so the caller may
+	 * already have posted job 1, and reading p->gen here would skip it and
+	 * leave pool_run waiting forever on `pending`. */
+	unsigned seen = 0;
 	for (;;) {
 		unsigned g;
 		int spins = 0;
@@ -77,8 +81,10 @@ pool_t *pool_new(int nthreads)
 	pthread_cond_init(&p->cv, NULL);
 	if (nthreads > 1) {
 		p->th = calloc((size_t)nthreads, sizeof(pthread_t));
-		if (!p->th)
+		if (!p->th) {
+			p->n = 1;          /* no workers to join */
 			goto fail;
+		}
 		for (int i = 1; i < nthreads; i++) {
 			struct worker_arg *wa = malloc(sizeof(*wa));
 			if (!wa) {
@@ -127,7 +133,11 @@ void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
 	p->fn = fn;
 	p->arg = arg;
 	atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+	/* seq_cst, not just release: with the worker's seq_cst sleepers++ then
+	 * gen load, either we see its sleepers++ and broadcast, or it sees the
+	 * new gen and does not sleep. A release store could be ordered after
+	 * our sleepers load on weakly ordered CPUs, losing the wakeup. */
+	atomic_fetch_add(&p->gen, 1);
 	if (atomic_load(&p->sleepers) > 0) {
 		pthread_mutex_lock(&p->mu);
 		pthread_cond_broadcast(&p->cv);

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# run.sh - installs what is missing, builds colony, and runs the main job:
+# `colony run` (with no model it makes a small synthetic one and says so).
+# Extra arguments go to `colony run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh build
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target colony
+exec ./build/colony run "$@"
