@@ -1,6 +1,7 @@
 #include "base/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -14,6 +15,11 @@
 /* How many polls a worker spins before it sleeps on the condition variable. */
 #ifndef POOL_SPIN
 #define POOL_SPIN 20000
+#endif
+
+/* How many polls pool_run spins waiting for workers before it yields. */
+#ifndef POOL_WAIT_SPIN
+#define POOL_WAIT_SPIN 2000
 #endif
 
 struct pool {
@@ -52,7 +58,10 @@ static void *worker_main(void *a)
 			if (atomic_load(&p->stop))
 				return NULL;
 			if (++spins < POOL_SPIN) {
-				cpu_relax();
+				if (spins % 256 == 0)
+					sched_yield();
+				else
+					cpu_relax();
 				continue;
 			}
 			pthread_mutex_lock(&p->mu);
@@ -144,8 +153,14 @@ void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
 		pthread_mutex_unlock(&p->mu);
 	}
 	fn(arg, 0, p->n);
-	while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-		cpu_relax();
+	/* Spin a little, then yield: on an oversubscribed machine the worker we
+	 * wait for may need this very CPU to finish. */
+	for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+		if (spins < POOL_WAIT_SPIN)
+			cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 void pool_split(long n, int ith, int nth, long align, long *lo, long *hi)

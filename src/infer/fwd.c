@@ -173,13 +173,24 @@ static void rms_job_cb(void *arg, int ith, int nth)
 		rmsnorm_row(j->y + i * j->d, j->x + i * j->d, j->w, j->d, j->eps);
 }
 
+/* Runs a job on the pool, or in the caller when it is too small to be worth
+ * waking the workers (`work` ~ floating-point operations). The split never
+ * changes results, only who computes which rows. */
+#ifndef FWD_PAR_MIN_WORK
+#define FWD_PAR_MIN_WORK 32768
+#endif
+static void run_job(fwd_ctx_t *c, pool_fn_cb fn, void *arg, double work)
+{
+	if (work < FWD_PAR_MIN_WORK)
+		fn(arg, 0, 1);
+	else
+		pool_run(c->pool, fn, arg);
+}
+
 static void rmsnorm(fwd_ctx_t *c, float *y, const float *x, const float *w, int n, int d, float eps)
 {
 	struct rms_job j = { y, x, w, n, d, eps };
-	if (n == 1)
-		rms_job_cb(&j, 0, 1);
-	else
-		pool_run(c->pool, rms_job_cb, &j);
+	run_job(c, rms_job_cb, &j, 3.0 * n * d);
 }
 
 /* Rotates one head vector v (head_dim) at position pos. Angles are computed in
@@ -391,8 +402,8 @@ int fwd_forward(fwd_ctx_t *c, const model_t *m, const fwd_seg_t *segs, int nseg,
 		    (rc = matmul(c, &L->wv, xn, n, v, e)))
 			return rc;
 		struct attn_job aj = { m, il, n, st, pos, q, k, v, att, c->att_scratch, (size_t)max_ctx };
-		pool_run(c->pool, qkv_store_cb, &aj);
-		pool_run(c->pool, attn_cb, &aj);
+		run_job(c, qkv_store_cb, &aj, 8.0 * n * (qd + kvd));
+		run_job(c, attn_cb, &aj, 4.0 * n * qd * (double)max_ctx);
 		if ((rc = matmul(c, &L->wo, att, n, tmp, e)))
 			return rc;
 		for (size_t i = 0; i < nn * d; i++)
@@ -401,7 +412,7 @@ int fwd_forward(fwd_ctx_t *c, const model_t *m, const fwd_seg_t *segs, int nseg,
 		if ((rc = matmul(c, &L->w_gate, xn, n, gg, e)) || (rc = matmul(c, &L->w_up, xn, n, uu, e)))
 			return rc;
 		struct swiglu_job sj = { gg, uu, (long)nn * ff };
-		pool_run(c->pool, swiglu_cb, &sj);
+		run_job(c, swiglu_cb, &sj, 20.0 * nn * ff);
 		if ((rc = matmul(c, &L->w_down, gg, n, tmp, e)))
 			return rc;
 		for (size_t i = 0; i < nn * d; i++)

@@ -1,0 +1,317 @@
+/* colony run: generate text with a local model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/pool.h"
+#include "cli/cmd.h"
+#include "cli/opts.h"
+#include "infer/gen.h"
+#include "infer/sampler.h"
+#include "model/synth.h"
+#include "model/vocab.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: colony run [-m MODEL] [-p PROMPT] [options]\n"
+		"\n"
+		"Generates text from PROMPT with a local GGUF model and streams it to stdout (the\n"
+		"prompt first, then the continuation). A last line on stderr gives prompt and\n"
+		"generation tokens/s and why generation stopped (eos, length, context).\n"
+		"With no -m, a small synthetic model (random weights, built-in vocabulary) is\n"
+		"made in a temporary file, so this works with nothing outside the repository;\n"
+		"its text is gibberish.\n"
+		"\n"
+		"  -m, --model FILE       GGUF model\n"
+		"  -p, --prompt TEXT      prompt (default \"Once upon a time\")\n"
+		"  -f, --file FILE        read the prompt from FILE\n"
+		"  -n, --n-predict N      tokens to generate (default 64; stops earlier at EOS)\n"
+		"  --temp T               temperature (default 0.8; 0 = greedy)\n"
+		"  --top-k K              keep the K most likely (default 40; 0 = off)\n"
+		"  --top-p P              nucleus sampling (default 0.95; 1 = off)\n"
+		"  --min-p P              drop tokens below P x the best one's probability (default 0.05)\n"
+		"  --repeat-penalty R     penalise the last --repeat-last-n tokens (default 1 = off)\n"
+		"  --repeat-last-n N      window of the repeat penalty (default 64)\n"
+		"  --seed S               sampling seed (default 0); the same seed gives the same text\n"
+		"  -t, --threads N        threads (default 2)\n"
+		"  --ctx N                context length (default: the model's, at most 4096)\n"
+		"  --kv f32|f16           KV cache type (default f32)\n"
+		"  --logits-out FILE      write the float32 logits of the last prompt position\n"
+		"  --ignore-eos           keep generating past end-of-generation tokens\n"
+		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
+		"  --ranges N             run the layers as N separate ranges (as a pipeline would)\n"
+		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
+}
+
+struct run_opts {
+	const char *model, *prompt, *prompt_file, *logits_out;
+	long n_predict, threads, ctx, ranges;
+	int kv, ignore_eos;
+	smp_params_t sp;
+};
+
+static int parse(int argc, char **argv, struct run_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->prompt = "Once upon a time";
+	o->n_predict = 64;
+	o->threads = 2;
+	o->ranges = 1;
+	o->sp = smp_params_default();
+	o->sp.repeat_penalty = 1.0f;
+	o->sp.repeat_last_n = 64;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v;
+		double d;
+		long n;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 1;
+		}
+		if (!strcmp(a, "--ignore-eos")) {
+			o->ignore_eos = 1;
+			continue;
+		}
+		if (!(v = opt_arg(argc, argv, &i)))
+			return -1;
+		if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+		else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
+		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
+		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
+		else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+			if (opt_int(a, v, 0, 1 << 24, &o->n_predict)) return -1;
+		} else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+			if (opt_int(a, v, 1, 256, &o->threads)) return -1;
+		} else if (!strcmp(a, "--ctx")) {
+			if (opt_int(a, v, 1, 1 << 24, &o->ctx)) return -1;
+		} else if (!strcmp(a, "--ranges")) {
+			if (opt_int(a, v, 1, GEN_MAX_RANGES, &o->ranges)) return -1;
+		} else if (!strcmp(a, "--temp")) {
+			if (opt_float(a, v, 0, 1e6, &d)) return -1;
+			o->sp.temp = (float)d;
+		} else if (!strcmp(a, "--top-k")) {
+			if (opt_int(a, v, 0, 1 << 30, &n)) return -1;
+			o->sp.top_k = (int32_t)n;
+		} else if (!strcmp(a, "--top-p")) {
+			if (opt_float(a, v, 0, 1, &d)) return -1;
+			o->sp.top_p = (float)d;
+		} else if (!strcmp(a, "--min-p")) {
+			if (opt_float(a, v, 0, 1, &d)) return -1;
+			o->sp.min_p = (float)d;
+		} else if (!strcmp(a, "--repeat-penalty")) {
+			if (opt_float(a, v, 0.01, 100, &d)) return -1;
+			o->sp.repeat_penalty = (float)d;
+		} else if (!strcmp(a, "--repeat-last-n")) {
+			if (opt_int(a, v, 0, SMP_LAST_N_MAX, &n)) return -1;
+			o->sp.repeat_last_n = (int32_t)n;
+		} else if (!strcmp(a, "--seed")) {
+			if (opt_u64(a, v, &o->sp.seed)) return -1;
+		} else if (!strcmp(a, "--kv")) {
+			if (!strcmp(v, "f32")) o->kv = FWD_KV_F32;
+			else if (!strcmp(v, "f16")) o->kv = FWD_KV_F16;
+			else { fprintf(stderr, "colony: --kv expects f32 or f16\n"); return -1; }
+		} else if (!strcmp(a, "--isa")) {
+			if (opt_isa(v)) return -1;
+		} else {
+			fprintf(stderr, "colony: run: unknown option '%s'\n", a);
+			usage(stderr);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	size_t got;
+	while (b && (got = fread(b + n, 1, cap - n, f)) > 0) {
+		n += got;
+		if (n == cap) {
+			char *nb = cap < (64u << 20) ? realloc(b, cap *= 2) : NULL;
+			if (!nb) {
+				free(b);
+				b = NULL;
+			}
+			b = nb;
+		}
+	}
+	fclose(f);
+	*len = n;
+	return b;
+}
+
+static int make_synthetic(char *path, size_t cap)
+{
+	synth_params_t p;
+	err_msg_t e = { { 0 } };
+	if (synth_preset("small", &p) != 0)
+		return -1;
+	const char *tmp = getenv("TMPDIR");
+	snprintf(path, cap, "%s/colony-synthetic-%d.gguf", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+	fprintf(stderr, "colony: no model given (-m): making a small synthetic model with random weights and "
+		"a built-in vocabulary (dim %d, %d layers, vocab %d, %s) in %s; its output is gibberish.\n",
+		p.dim, p.n_layer, p.n_vocab, kern_type_name(p.type), path);
+	int r = synth_write(&p, path, &e);
+	if (r)
+		fprintf(stderr, "colony: run: cannot write the synthetic model: %s\n", e.msg);
+	return r;
+}
+
+static int write_logits(const char *path, const float *lg, int n)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f || fwrite(lg, sizeof(float), (size_t)n, f) != (size_t)n || fclose(f) != 0) {
+		fprintf(stderr, "colony: --logits-out %s: cannot write\n", path);
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct run_opts o;
+	int pr = parse(argc, argv, &o);
+	if (pr)
+		return pr > 0 ? 0 : CMD_EXIT_USAGE;
+
+	char synth_path[512] = "";
+	const char *model_path = o.model;
+	if (!model_path) {
+		if (make_synthetic(synth_path, sizeof(synth_path)))
+			return CMD_EXIT_ERROR;
+		model_path = synth_path;
+	}
+	gguf_t *g = NULL;
+	model_t *m = NULL;
+	vocab_t *voc = NULL;
+	pool_t *pool = NULL;
+	gen_t *gen = NULL;
+	smp_chain_t *ch = NULL;
+	int32_t *toks = NULL;
+	char *prompt_buf = NULL, *out = NULL;
+	err_msg_t e = { { 0 } };
+	int rc = opt_open_model(model_path, &g, &m);
+	if (synth_path[0])
+		unlink(synth_path);   /* the mapping stays valid */
+	if (rc)
+		return rc;
+	rc = CMD_EXIT_ERROR;
+	if (vocab_new_from_gguf(g, &voc, &e)) {
+		fprintf(stderr, "colony: %s: %s\n", model_path, e.msg);
+		rc = CMD_EXIT_BADFILE;
+		goto done;
+	}
+	const char *text = o.prompt;
+	size_t text_len = strlen(text);
+	if (o.prompt_file) {
+		if (!(prompt_buf = read_file(o.prompt_file, &text_len))) {
+			fprintf(stderr, "colony: %s: cannot read the prompt\n", o.prompt_file);
+			goto done;
+		}
+		text = prompt_buf;
+	}
+	size_t cap = text_len + 16, nt = 0;
+	toks = malloc(sizeof(int32_t) * cap);
+	if (!toks || vocab_tokenize(voc, text, text_len, 1, 0, toks, cap, &nt) != 0) {
+		fprintf(stderr, "colony: run: tokenizing the prompt failed\n");
+		goto done;
+	}
+	if (nt == 0) {
+		fprintf(stderr, "colony: run: the prompt is empty and the model adds no BOS token\n");
+		rc = CMD_EXIT_USAGE;
+		goto done;
+	}
+	pool = pool_new((int)o.threads);
+	gen_opts_t go = { .n_ctx = (int)o.ctx, .kv = o.kv, .n_ranges = (int)o.ranges };
+	if (!pool || gen_new(m, pool, &go, &gen, &e)) {
+		fprintf(stderr, "colony: run: %s\n", pool ? e.msg : "cannot start threads");
+		goto done;
+	}
+	if ((int)nt >= gen_ctx(gen)) {
+		fprintf(stderr, "colony: run: the prompt has %zu tokens, the context holds %d\n", nt, gen_ctx(gen));
+		rc = CMD_EXIT_USAGE;
+		goto done;
+	}
+	ch = smp_chain_new_default(&o.sp);
+	size_t out_cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
+	out = malloc(out_cap);
+	if (!ch || !out)
+		goto done;
+	fwrite(text, 1, text_len, stdout);
+	fflush(stdout);
+	for (size_t i = 0; i < nt; i++)
+		smp_accept(ch, toks[i]);
+
+	const float *lg;
+	double t0 = clock_sec();
+	if (gen_eval(gen, toks, (int)nt, &lg, NULL, &e)) {
+		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
+		goto done;
+	}
+	double t_prompt = clock_sec() - t0;
+	if (o.logits_out && write_logits(o.logits_out, lg, m->hp.n_vocab))
+		goto done;
+
+	vocab_decoder_t dec;
+	vocab_decoder_init(&dec, voc, 0);
+	const char *why = "length";
+	long ngen = 0;
+	size_t nout;
+	t0 = clock_sec();
+	while (ngen < o.n_predict) {
+		int32_t t = smp_sample(ch, lg, m->hp.n_vocab);
+		if (t < 0) {
+			fprintf(stderr, "\ncolony: run: sampling failed: %s\n", err_str(t));
+			goto done;
+		}
+		smp_accept(ch, t);
+		if (!o.ignore_eos && vocab_is_eog(voc, t)) {
+			why = "eos";
+			break;
+		}
+		if (vocab_decoder_push(&dec, t, out, out_cap, &nout) == 0 && nout) {
+			fwrite(out, 1, nout, stdout);
+			fflush(stdout);
+		}
+		if (++ngen == o.n_predict)
+			break;
+		if (gen_pos(gen) >= gen_ctx(gen)) {
+			why = "context";
+			break;
+		}
+		if (gen_eval(gen, &t, 1, &lg, NULL, &e)) {
+			fprintf(stderr, "\ncolony: run: %s\n", e.msg);
+			goto done;
+		}
+	}
+	double t_gen = clock_sec() - t0;
+	if (vocab_decoder_flush(&dec, out, out_cap, &nout) == 0 && nout)
+		fwrite(out, 1, nout, stdout);
+	printf("\n");
+	fflush(stdout);
+	fprintf(stderr, "colony: prompt %zu tokens, %.2f tokens/s; generation %ld tokens, %.2f tokens/s; stopped: %s%s\n",
+		nt, t_prompt > 0 ? (double)nt / t_prompt : 0.0, ngen, t_gen > 0 ? (double)ngen / t_gen : 0.0, why,
+		!strcmp(why, "context") ? " (the context is full)" : "");
+	rc = 0;
+done:
+	free(out);
+	free(toks);
+	free(prompt_buf);
+	smp_chain_free(ch);
+	gen_free(gen);
+	pool_free(pool);
+	vocab_free(voc);
+	model_free(m);
+	gguf_free(g);
+	return rc;
+}
