@@ -8,7 +8,7 @@ what=${1:-build}
 
 pkgs=(build-essential cmake pkg-config libjansson-dev)
 if [ "$what" = test ]; then
-  pkgs+=(clang libclang-rt-dev)
+  pkgs+=(clang libclang-rt-dev python3)
   # Node.js for tests that use npm packages; Debian's nodejs and npm unless a
   # node with npm is already installed.
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
