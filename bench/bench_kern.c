@@ -1,0 +1,100 @@
+/* bench_kern.c - GEMV (n = 1) and GEMM (n = 128) throughput of kern_matmul
+ * on the TinyLlama 1.1B shapes.
+ *
+ * usage: bench_kern [threads (2)] [isa: ref|avx2|avx512] [type filter] [seconds per case (0.5)]
+ *
+ * GEMV cycles through copies of the weights filling >= 512 MiB, so every
+ * call streams them from DRAM as a forward pass does; GB/s counts weight
+ * bytes. GEMM reuses one copy (it is compute-bound); GFLOP/s = 2*rows*cols*n.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/pool.h"
+#include "kern/kern.h"
+
+static uint64_t rs = 88172645463325252ull;
+static float frand(void)
+{
+	rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+	return (float)(rs >> 40) / 16777216.0f * 2.0f - 1.0f;
+}
+
+int main(int argc, char **argv)
+{
+	int nth = argc > 1 ? atoi(argv[1]) : 2;
+	if (argc > 2) {
+		for (int i = 0; i < KERN_ISA_COUNT; i++)
+			if (strcmp(argv[2], kern_isa_name(i)) == 0 && kern_isa_select(i) != 0) {
+				fprintf(stderr, "isa %s not available\n", argv[2]);
+				return 1;
+			}
+	}
+	const char *filter = argc > 3 ? argv[3] : NULL;
+	double secs = argc > 4 ? atof(argv[4]) : 0.5;
+	printf("threads %d, isa %s\n", nth, kern_isa_name(kern_isa_active()));
+	pool_t *pool = pool_new(nth);
+	kern_ctx_t k;
+	kern_ctx_init(&k, pool);
+	const int types[] = { KERN_Q8_0, KERN_Q4_0, KERN_Q4_K, KERN_Q6_K, KERN_F16 };
+	const int64_t shapes[][2] = { { 2048, 2048 }, { 5632, 2048 }, { 2048, 5632 }, { 256, 2048 } };
+	const size_t big = (size_t)512 << 20;
+	char *buf = malloc(big);
+	float *X = malloc(128 * 5632 * sizeof(float)), *Y = malloc(128 * 5632 * sizeof(float));
+	float *wf = malloc(5632 * 2048 * sizeof(float));
+	if (!buf || !X || !Y || !wf || !pool)
+		return 1;
+	for (int i = 0; i < 128 * 5632; i++)
+		X[i] = frand();
+	for (int i = 0; i < 5632 * 2048; i++)
+		wf[i] = frand() * 0.05f;
+	printf("%-5s %-10s | %9s %8s %8s | %9s %8s\n", "type", "shape", "gemv us", "GB/s", "GFLOP/s", "gemm ms", "GFLOP/s");
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+		const kern_traits_t *tr = kern_traits(types[ti]);
+		if (filter && strcmp(filter, tr->name) != 0)
+			continue;
+		for (int s = 0; s < 4; s++) {
+			int64_t rows = shapes[s][0], cols = shapes[s][1];
+			size_t rsz = kern_row_size(types[ti], cols), msz = rsz * rows;
+			for (int64_t r = 0; r < rows; r++)
+				tr->from_float(wf + r * cols, buf + r * rsz, cols);
+			size_t ncopy = big / msz;
+			for (size_t c = 1; c < ncopy; c++)
+				memcpy(buf + c * msz, buf, msz);
+			/* GEMV */
+			long it = 0;
+			double t0 = clock_sec(), t;
+			do {
+				kern_mat_t W = { buf + (it % ncopy) * msz, types[ti], rows, cols };
+				if (kern_matmul(&k, &W, X, 1, Y) != 0)
+					return 1;
+				it++;
+			} while ((t = clock_sec() - t0) < secs);
+			double gemv = t / it;
+			/* GEMM, n = 128 */
+			kern_mat_t W0 = { buf, types[ti], rows, cols };
+			if (kern_matmul(&k, &W0, X, 128, Y) != 0)
+				return 1;
+			long it2 = 0;
+			t0 = clock_sec();
+			do {
+				if (kern_matmul(&k, &W0, X, 128, Y) != 0)
+					return 1;
+				it2++;
+			} while ((t = clock_sec() - t0) < secs);
+			double gemm = t / it2;
+			char shp[32];
+			snprintf(shp, sizeof(shp), "%lldx%lld", (long long)rows, (long long)cols);
+			printf("%-5s %-10s | %9.1f %8.2f %8.2f | %9.3f %8.1f\n", tr->name, shp, gemv * 1e6,
+			       msz / gemv * 1e-9, 2.0 * rows * cols / gemv * 1e-9, gemm * 1e3,
+			       2.0 * rows * cols * 128 / gemm * 1e-9);
+			fflush(stdout);
+		}
+	}
+	kern_ctx_close(&k);
+	pool_free(pool);
+	free(buf); free(X); free(Y); free(wf);
+	return 0;
+}

@@ -1,0 +1,167 @@
+/* matmul.c - Y = X * W^T on the thread pool.
+ *
+ * Each activation row is quantized once to W's vec_dot_type (into the
+ * context's scratch); then the rows of W are split among the threads and
+ * each thread computes every token for its rows. Every Y[t][r] is one
+ * vec_dot in its type's canonical order, so neither the thread count, nor
+ * the batch size, nor the tiling of an ISA's kernel changes a bit.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/quants.h"
+
+#define MM_ALIGN 64
+/* Rows per thread part are a multiple of this (the SIMD tiles' height). */
+#define MM_ROW_ALIGN 16
+/* Rows per tile of the generic loop: their weights stay in cache while
+ * every token passes over them. */
+#define MM_GEN_ROWS 16
+
+void kern_ctx_init(kern_ctx_t *k, pool_t *pool)
+{
+	k->pool = pool;
+	k->scratch = NULL;
+	k->scratch_size = 0;
+}
+
+void kern_ctx_close(kern_ctx_t *k)
+{
+	free(k->scratch);
+	k->scratch = NULL;
+	k->scratch_size = 0;
+}
+
+static int scratch_reserve(kern_ctx_t *k, size_t size)
+{
+	if (size <= k->scratch_size)
+		return 0;
+	size = (size + 4095) & ~(size_t)4095;
+	void *p = NULL;
+	if (posix_memalign(&p, MM_ALIGN, size) != 0)
+		return ERR_NOMEM;
+	free(k->scratch);
+	k->scratch = p;
+	k->scratch_size = size;
+	return 0;
+}
+
+static size_t align_up(size_t v) { return (v + MM_ALIGN - 1) & ~(size_t)(MM_ALIGN - 1); }
+
+/* The generic slice: vec_dot per (row, token), rows in tiles. */
+static void mm_generic(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
+{
+	(void)ws;
+	const char *w = a->W->data;
+	const char *x = a->xq;
+	int64_t rows = a->W->rows, cols = a->W->cols;
+	for (int64_t rb = r0; rb < r1; rb += MM_GEN_ROWS) {
+		int64_t re = rb + MM_GEN_ROWS < r1 ? rb + MM_GEN_ROWS : r1;
+		for (int64_t t = 0; t < a->n; t++)
+			for (int64_t r = rb; r < re; r++)
+				a->vec_dot(cols, &a->Y[t * rows + r], w + (size_t)r * a->wrow,
+					   x + (size_t)t * a->xrow);
+	}
+}
+
+typedef struct mm_job {
+	kern_mm_args_t args;
+	kern_from_float_fn quantize;
+	const float *X;
+	kern_mm_fn mm;
+	char *ws;
+	size_t ws_size;
+	void (*prep)(const kern_mm_args_t *a, void *xt, int ith, int nth);
+	void *xt;
+} mm_job_t;
+
+static void quantize_worker(void *arg, int ith, int nth)
+{
+	mm_job_t *j = arg;
+	long lo, hi;
+	pool_split((long)j->args.n, ith, nth, 1, &lo, &hi);
+	for (long t = lo; t < hi; t++)
+		j->quantize(j->X + (size_t)t * j->args.W->cols,
+			    (char *)j->args.xq + (size_t)t * j->args.xrow, j->args.W->cols);
+}
+
+static void prep_worker(void *arg, int ith, int nth)
+{
+	mm_job_t *j = arg;
+	j->prep(&j->args, j->xt, ith, nth);
+}
+
+static void mm_worker(void *arg, int ith, int nth)
+{
+	mm_job_t *j = arg;
+	long lo, hi;
+	pool_split((long)j->args.W->rows, ith, nth, MM_ROW_ALIGN, &lo, &hi);
+	if (lo < hi)
+		j->mm(&j->args, lo, hi, j->ws + (size_t)ith * j->ws_size);
+}
+
+int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, float *Y)
+{
+	const kern_traits_t *tr = kern_traits(W->type);
+	if (!tr || !tr->supported || !tr->vec_dot)
+		return ERR_UNSUPPORTED;
+	if (n < 0 || W->rows < 0 || W->cols < 0)
+		return ERR_INVAL;
+	size_t wrow = kern_row_size(W->type, W->cols);
+	if (wrow == 0 && W->cols > 0)
+		return ERR_INVAL;
+	if (n == 0 || W->rows == 0)
+		return 0;
+	if (W->cols == 0) {
+		for (int64_t i = 0; i < n * W->rows; i++)
+			Y[i] = 0.0f;
+		return 0;
+	}
+	const kern_ops_t *ops = kern__ops();
+	int vdt = tr->vec_dot_type;
+	int nth = pool_size(k->pool);
+
+	mm_job_t j;
+	memset(&j, 0, sizeof(j));
+	j.args.W = W;
+	j.args.wrow = wrow;
+	j.args.n = n;
+	j.args.Y = Y;
+	j.args.vec_dot = tr->vec_dot;
+	j.X = X;
+	j.mm = ops->mm[W->type] ? ops->mm[W->type] : mm_generic;
+	j.ws_size = ops->mm[W->type] && ops->mm_ws ? align_up(ops->mm_ws(W->type, W->cols, n)) : 0;
+
+	size_t xbytes = 0;
+	if (vdt != KERN_F32) {
+		j.args.xrow = kern_row_size(vdt, W->cols);
+		if (j.args.xrow == 0)
+			return ERR_INVAL;    /* cols not a multiple of the activation block */
+		if ((uint64_t)n > SIZE_MAX / 2 / j.args.xrow)
+			return ERR_RANGE;
+		xbytes = align_up((size_t)n * j.args.xrow);
+		j.quantize = ops->quantize[vdt];
+	} else {
+		j.args.xrow = (size_t)W->cols * sizeof(float);
+		j.args.xq = X;
+	}
+	size_t pbytes = 0;
+	if (ops->mm[W->type] && ops->mm_prep)
+		pbytes = align_up(ops->mm_prep_size(W->type, W->cols, n));
+	int rc = scratch_reserve(k, xbytes + pbytes + j.ws_size * (size_t)nth);
+	if (rc)
+		return rc;
+	j.ws = (char *)k->scratch + xbytes + pbytes;
+	if (vdt != KERN_F32) {
+		j.args.xq = k->scratch;
+		pool_run(k->pool, quantize_worker, &j);
+	}
+	if (pbytes) {
+		j.prep = ops->mm_prep;
+		j.xt = (char *)k->scratch + xbytes;
+		pool_run(k->pool, prep_worker, &j);
+		j.args.xt = j.xt;
+	}
+	pool_run(k->pool, mm_worker, &j);
+	return 0;
+}
