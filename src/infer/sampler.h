@@ -155,7 +155,8 @@ int smp_chain_reserve(smp_chain_t *ch, int32_t n_vocab) WUR;
 smp_chain_t *smp_chain_new_default(const smp_params_t *p);
 
 /* Runs the chain over logits[0..n_vocab) and returns a token id in
- * [0, n_vocab), or ERR_INVAL (NULL arguments, n_vocab <= 0) or ERR_NOMEM.
+ * [0, n_vocab), or ERR_INVAL (NULL arguments, n_vocab <= 0), ERR_NOMEM, or
+ * ERR_RANGE (a custom sampler wrote an id outside [0, n_vocab)).
  * If no sampler selected a candidate, the argmax of what is left is returned.
  * Does not accept the token: call smp_accept() with the token actually used. */
 int32_t smp_sample(smp_chain_t *ch, const float *logits, int32_t n_vocab) WUR;
