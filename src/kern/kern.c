@@ -210,13 +210,24 @@ static void ops_overlay(kern_ops_t *dst, const kern_ops_t *src)
 #undef OV
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/* F16C from CPUID leaf 1, ECX bit 29: clang 14's __builtin_cpu_supports does
+ * not know the "f16c" name (AVX state is checked by the avx2 probe). */
+static int cpu_has_f16c(void)
+{
+	unsigned a, b, c, d;
+	return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 static void kern_init(void)
 {
 	isa_ok[KERN_ISA_REF] = 1;
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_cpu_init();
 	isa_ok[KERN_ISA_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		__builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2") &&
+		cpu_has_f16c() && __builtin_cpu_supports("bmi2") &&
 		kern__ops_avx2() != NULL;
 	isa_ok[KERN_ISA_AVX512] = isa_ok[KERN_ISA_AVX2] &&
 		__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
