@@ -59,6 +59,8 @@ printf 'NOTAGGUF%.0s' {1..100} > "$TMP/bad.gguf"
 expect_exit 3 "bad magic" "$BIN" run -m "$TMP/bad.gguf"
 expect_exit 3 "inspect bad magic" "$BIN" inspect "$TMP/bad.gguf"
 expect_exit 0 "inspect stories260K" "$BIN" inspect "$M"
+grep -q "GGUF v3" "$TMP/out" && grep -q "tensors: 48" "$TMP/out" && grep -Eq "blk.4.ffn_down.weight +f32 +172 x 64" "$TMP/out" \
+  && grep -Eq "llama.block_count +u32 +5" "$TMP/out" && ok "inspect lists metadata and tensors" || fail "inspect output: $(head -5 "$TMP/out")"
 
 # mkmodel -> run -> bench on a synthetic model, per type.
 for ty in f16 q8_0 q4_0; do
