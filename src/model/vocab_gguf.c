@@ -101,7 +101,7 @@ int vocab_new_from_gguf(const gguf_t *g, vocab_t **out, err_msg_t *e)
 	uint64_t n = toks->arr_n;
 	if (n == 0)
 		return err_set(e, ERR_FORMAT, "tokenizer.ggml.tokens is empty");
-	if (n > (uint64_t)INT32_MAX - 1)
+	if (n > (1u << 28))
 		return err_set(e, ERR_RANGE, "%llu tokens is too many", (unsigned long long)n);
 
 	const gguf_kv_t *scores = find_arr(g, "tokenizer.ggml.scores", &rc, e);
@@ -130,7 +130,7 @@ int vocab_new_from_gguf(const gguf_t *g, vocab_t **out, err_msg_t *e)
 	if (merges && merges->arr_type != GGUF_STRING)
 		return err_set(e, ERR_FORMAT, "tokenizer.ggml.merges holds %s, not strings",
 			       gguf_vtype_name(merges->arr_type));
-	if (merges && merges->arr_n > (uint64_t)INT32_MAX)
+	if (merges && merges->arr_n > (1u << 28))
 		return err_set(e, ERR_RANGE, "%llu merges is too many", (unsigned long long)merges->arr_n);
 
 	if ((rc = get_id(g, "tokenizer.ggml.bos_token_id", &d.bos, e)) ||
