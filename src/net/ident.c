@@ -1,0 +1,346 @@
+/* ident.c - node identity key file and signatures (see ident.h). */
+#include "net/ident.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+/* Key file layout (docs/PROTOCOL.md, "Identity key file"). */
+#define KF_MAGIC "COLONYID"
+#define KF_VERSION 1u
+#define KF_OFF_VERSION 8
+#define KF_OFF_SEED 12
+#define KF_OFF_PUB 44
+#define KF_OFF_SUM 76
+#define KF_SUMLEN 32
+
+struct ident {
+	uint8_t sk[crypto_sign_SECRETKEYBYTES];   /* seed || pub, libsodium's form */
+	uint8_t pub[IDENT_PUBLEN];
+	uint8_t dh_priv[IDENT_DHLEN];
+	uint8_t dh_pub[IDENT_DHLEN];
+};
+
+static int ident_alloc(const uint8_t seed[IDENT_SEEDLEN], ident_t **out)
+{
+	*out = NULL;
+	if (sodium_init() < 0)
+		return ERR_UNSUPPORTED;
+	ident_t *id = sodium_malloc(sizeof(*id));
+	if (!id)
+		return ERR_NOMEM;
+	crypto_sign_seed_keypair(id->pub, id->sk, seed);
+	randombytes_buf(id->dh_priv, sizeof(id->dh_priv));
+	if (crypto_scalarmult_base(id->dh_pub, id->dh_priv) != 0) {
+		sodium_free(id);
+		return ERR_UNSUPPORTED;
+	}
+	*out = id;
+	return 0;
+}
+
+int ident_new(const uint8_t *seed, ident_t **out)
+{
+	uint8_t s[IDENT_SEEDLEN];
+	if (sodium_init() < 0)
+		return ERR_UNSUPPORTED;
+	if (seed)
+		memcpy(s, seed, sizeof(s));
+	else
+		randombytes_buf(s, sizeof(s));
+	int rc = ident_alloc(s, out);
+	sodium_memzero(s, sizeof(s));
+	return rc;
+}
+
+void ident_free(ident_t *id)
+{
+	if (id)
+		sodium_free(id);   /* sodium_free wipes before unmapping */
+}
+
+const uint8_t *ident_pub(const ident_t *id) { return id->pub; }
+const uint8_t *ident_dh_pub(const ident_t *id) { return id->dh_pub; }
+const uint8_t *ident_dh_priv(const ident_t *id) { return id->dh_priv; }
+
+void ident_sign(const ident_t *id, const void *msg, size_t len, uint8_t sig[IDENT_SIGLEN])
+{
+	crypto_sign_detached(sig, NULL, msg, len, id->sk);
+}
+
+int ident_verify(const uint8_t pub[IDENT_PUBLEN], const void *msg, size_t len,
+	const uint8_t sig[IDENT_SIGLEN])
+{
+	/* libsodium refuses small-order keys and non-canonical signatures. */
+	return crypto_sign_verify_detached(sig, msg, len, pub) == 0 ? 0 : ERR_FORMAT;
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+char *ident_id_short(const uint8_t pub[IDENT_PUBLEN], char out[IDENT_SHORT_STRLEN])
+{
+	for (int i = 0; i < 8; i++) {
+		out[2 * i] = hexd[pub[i] >> 4];
+		out[2 * i + 1] = hexd[pub[i] & 15];
+	}
+	out[16] = 0;
+	return out;
+}
+
+char *ident_id_full(const uint8_t pub[IDENT_PUBLEN], char out[IDENT_FULL_STRLEN])
+{
+	for (int i = 0; i < IDENT_PUBLEN; i++) {
+		out[2 * i] = hexd[pub[i] >> 4];
+		out[2 * i + 1] = hexd[pub[i] & 15];
+	}
+	out[64] = 0;
+	return out;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int ident_id_parse(const char *s, uint8_t pub[IDENT_PUBLEN], err_msg_t *e)
+{
+	size_t n = strnlen(s, 2 * IDENT_PUBLEN + 1);
+	if (n != 2 * IDENT_PUBLEN)
+		return err_set(e, ERR_FORMAT, "node id must be %d hex digits (got %zu characters)",
+			2 * IDENT_PUBLEN, n);
+	for (int i = 0; i < IDENT_PUBLEN; i++) {
+		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return err_set(e, ERR_FORMAT, "node id: character %d is not a hex digit",
+				hi < 0 ? 2 * i : 2 * i + 1);
+		pub[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* ---- the key file ---- */
+
+static void put_u32le(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Parses the 108 bytes of a key file into an ident. */
+static int keyfile_parse(const uint8_t *b, const char *path, ident_t **out, err_msg_t *e)
+{
+	if (memcmp(b, KF_MAGIC, 8) != 0)
+		return err_set(e, ERR_FORMAT, "%s: not a colony key file (bad magic)", path);
+	uint32_t ver = get_u32le(b + KF_OFF_VERSION);
+	if (ver != KF_VERSION)
+		return err_set(e, ERR_FORMAT, "%s: key file version %u is not supported (expected %u)",
+			path, ver, KF_VERSION);
+	uint8_t sum[KF_SUMLEN];
+	crypto_generichash(sum, sizeof(sum), b, KF_OFF_SUM, NULL, 0);
+	if (sodium_memcmp(sum, b + KF_OFF_SUM, KF_SUMLEN) != 0)
+		return err_set(e, ERR_FORMAT, "%s: checksum mismatch (the file is corrupted)", path);
+	int rc = ident_alloc(b + KF_OFF_SEED, out);
+	if (rc)
+		return err_set(e, rc, "%s: cannot allocate secure memory", path);
+	if (sodium_memcmp((*out)->pub, b + KF_OFF_PUB, IDENT_PUBLEN) != 0) {
+		ident_free(*out);
+		*out = NULL;
+		return err_set(e, ERR_FORMAT, "%s: the public key does not match the secret key (corrupted file)", path);
+	}
+	return 0;
+}
+
+int ident_load_file(const char *path, ident_t **out, err_msg_t *e)
+{
+	*out = NULL;
+	/* O_NOFOLLOW: a symlink planted in place of the key is refused, not followed. */
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return err_set(e, ERR_NOTFOUND, "%s: no such file", path);
+		return err_set(e, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+	}
+	struct stat st;
+	int rc = 0;
+	uint8_t buf[IDENT_FILE_SIZE + 1];
+	if (fstat(fd, &st) != 0) {
+		rc = err_set(e, ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = err_set(e, ERR_INVAL, "%s: not a regular file", path);
+		goto out;
+	}
+	if (st.st_mode & 077) {
+		rc = err_set(e, ERR_INVAL, "%s: mode %04o lets group or others access the node's secret key; "
+			"refusing it (run: chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
+		goto out;
+	}
+	if (st.st_uid != geteuid()) {
+		rc = err_set(e, ERR_INVAL, "%s: owned by uid %u, not by this user (uid %u); refusing it",
+			path, (unsigned)st.st_uid, (unsigned)geteuid());
+		goto out;
+	}
+	size_t got = 0;
+	while (got < sizeof(buf)) {
+		ssize_t r = read(fd, buf + got, sizeof(buf) - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = err_set(e, ERR_IO, "%s: read failed: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	if (got != IDENT_FILE_SIZE) {
+		rc = err_set(e, ERR_FORMAT, "%s: %s%zu bytes, a key file has exactly %d", path,
+			got > IDENT_FILE_SIZE ? "more than " : "", got > IDENT_FILE_SIZE ? (size_t)IDENT_FILE_SIZE : got,
+			IDENT_FILE_SIZE);
+		goto out;
+	}
+	rc = keyfile_parse(buf, path, out, e);
+out:
+	sodium_memzero(buf, sizeof(buf));
+	close(fd);
+	return rc;
+}
+
+/* mkdir -p with mode 0700 for the components it creates. */
+static int mkdir_p(const char *dir, err_msg_t *e)
+{
+	char p[PATH_MAX];
+	size_t n = strlen(dir);
+	if (n == 0 || n >= sizeof(p))
+		return err_set(e, ERR_INVAL, "home directory path is empty or too long");
+	memcpy(p, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (p[i] != '/' && p[i] != 0)
+			continue;
+		char c = p[i];
+		p[i] = 0;
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return err_set(e, ERR_IO, "cannot create directory %s: %s", p, strerror(errno));
+		p[i] = c;
+	}
+	struct stat st;
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return err_set(e, ERR_IO, "%s is not a directory", dir);
+	return 0;
+}
+
+static int write_all(int fd, const uint8_t *b, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, b, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Writes a new key file at path. ERR_IO with errno EEXIST semantics are
+ * reported as *lost_race = 1 (another process created it first). */
+static int keyfile_create(const char *dir, const char *path, int *lost_race, err_msg_t *e)
+{
+	*lost_race = 0;
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, IDENT_FILE_NAME, (long)getpid()) >= (int)sizeof(tmp))
+		return err_set(e, ERR_INVAL, "home directory path too long");
+	uint8_t b[IDENT_FILE_SIZE], pub[IDENT_PUBLEN], sk[crypto_sign_SECRETKEYBYTES];
+	memcpy(b, KF_MAGIC, 8);
+	put_u32le(b + KF_OFF_VERSION, KF_VERSION);
+	randombytes_buf(b + KF_OFF_SEED, IDENT_SEEDLEN);
+	crypto_sign_seed_keypair(pub, sk, b + KF_OFF_SEED);
+	memcpy(b + KF_OFF_PUB, pub, IDENT_PUBLEN);
+	crypto_generichash(b + KF_OFF_SUM, KF_SUMLEN, b, KF_OFF_SUM, NULL, 0);
+	sodium_memzero(sk, sizeof(sk));
+
+	int rc = 0;
+	(void)unlink(tmp);   /* a leftover of a crash of a process with our pid */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = err_set(e, ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+		goto wipe;
+	}
+	/* The umask can only remove bits; fchmod makes the mode exactly 0600. */
+	if (fchmod(fd, 0600) != 0 || write_all(fd, b, sizeof(b)) != 0 || fsync(fd) != 0) {
+		rc = err_set(e, ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto wipe;
+	}
+	close(fd);
+	/* link() never replaces an existing file, so a concurrent first start
+	 * cannot swap the key under a process that already loaded it. */
+	if (link(tmp, path) != 0) {
+		int err = errno;
+		if (err == EEXIST) {
+			*lost_race = 1;
+		} else if ((err == EPERM || err == ENOTSUP || err == EOPNOTSUPP) && access(path, F_OK) != 0) {
+			/* File systems without hard links: rename (a tiny window remains). */
+			if (rename(tmp, path) != 0)
+				rc = err_set(e, ERR_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));
+		} else {
+			rc = err_set(e, ERR_IO, "cannot link %s to %s: %s", tmp, path, strerror(err));
+		}
+	}
+	unlink(tmp);
+	if (rc == 0) {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			(void)fsync(dfd);   /* make the new name durable */
+			close(dfd);
+		}
+	}
+wipe:
+	sodium_memzero(b, sizeof(b));
+	return rc;
+}
+
+int ident_load_or_create(const char *home, ident_t **out, int *created, err_msg_t *e)
+{
+	*out = NULL;
+	if (created)
+		*created = 0;
+	if (sodium_init() < 0)
+		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
+	int rc = mkdir_p(home, e);
+	if (rc)
+		return rc;
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/%s", home, IDENT_FILE_NAME) >= (int)sizeof(path))
+		return err_set(e, ERR_INVAL, "home directory path too long");
+	rc = ident_load_file(path, out, e);
+	if (rc != ERR_NOTFOUND)
+		return rc;
+	int lost = 0;
+	rc = keyfile_create(home, path, &lost, e);
+	if (rc)
+		return rc;
+	rc = ident_load_file(path, out, e);
+	if (rc == 0 && created && !lost)
+		*created = 1;
+	return rc;
+}
