@@ -44,6 +44,7 @@ struct gguf {
 	uint32_t version;
 	uint64_t alignment;
 	uint64_t data_off;
+	uint64_t ti_off;           /* first tensor info = end of the metadata */
 	int64_t n_kv, n_tensors;
 	gguf_kv_t *kv;
 	gguf_tensor_t *t;
@@ -558,6 +559,7 @@ static int parse(gguf_t *g, err_msg_t *e)
 		if ((rc = rd_kv(&r, &g->kv[i], (int64_t)i)))
 			return rc;
 	}
+	g->ti_off = r.off;
 	for (uint64_t i = 0; i < n_t; i++) {
 		if ((rc = rd_tensor_info(&r, &g->t[i], (int64_t)i)))
 			return rc;
@@ -667,6 +669,8 @@ uint32_t gguf_version(const gguf_t *g) { return g->version; }
 uint64_t gguf_alignment(const gguf_t *g) { return g->alignment; }
 uint64_t gguf_file_size(const gguf_t *g) { return g->size; }
 const void *gguf_base(const gguf_t *g) { return g->base; }
+uint64_t gguf_tensor_info_offset(const gguf_t *g) { return g->ti_off; }
+
 uint64_t gguf_data_offset(const gguf_t *g) { return g->data_off; }
 int64_t gguf_n_kv(const gguf_t *g) { return g->n_kv; }
 int64_t gguf_n_tensors(const gguf_t *g) { return g->n_tensors; }

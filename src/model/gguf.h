@@ -114,6 +114,8 @@ uint64_t gguf_file_size(const gguf_t *g);
 const void *gguf_base(const gguf_t *g);       /* start of the file */
 uint64_t gguf_data_offset(const gguf_t *g);   /* start of the tensor data section (past the
                                                  end of a file that has no tensors, possibly) */
+/* Where the tensor infos start: the metadata section is [24, this). */
+uint64_t gguf_tensor_info_offset(const gguf_t *g);
 
 int64_t gguf_n_kv(const gguf_t *g);
 const gguf_kv_t *gguf_kv_at(const gguf_t *g, int64_t i);
