@@ -16,5 +16,7 @@ int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_peers(int argc, char **argv);
 
 #endif

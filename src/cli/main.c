@@ -13,6 +13,8 @@ static const struct {
 	{ "bench", cmd_bench, "measure prompt and generation speed" },
 	{ "mkmodel", cmd_mkmodel, "write a synthetic random-weight Llama GGUF" },
 	{ "inspect", cmd_inspect, "validate a GGUF file and list its metadata and tensors" },
+	{ "node", cmd_node, "run a node: identity, encrypted transport, DHT discovery" },
+	{ "peers", cmd_peers, "list the peers a running node knows" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,306 @@
+/* colony node / colony peers: the daemon and a look at what it knows. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "cli/cmd.h"
+#include "cli/opts.h"
+#include "swarm/node.h"
+
+static void node_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: colony node [--home DIR] [--port P] [--dht-port Q] [--bootstrap HOST:PORT]...\n"
+		"                   [--model M --layers A:B --price X] [options]\n"
+		"\n"
+		"Runs a node: an ed25519 identity (created in DIR on first start), an encrypted\n"
+		"transport (Noise XX over TCP), and DHT discovery. With --model it announces the\n"
+		"layers it serves; it finds, connects to and measures (RTT, throughput) every other\n"
+		"node of the same model. SIGINT or SIGTERM stop it cleanly (its records are\n"
+		"withdrawn with signed tombstones). Logs go to stderr.\n"
+		"\n"
+		"  --home DIR           identity and control socket (default ~/.colony)\n"
+		"  --port P             TCP port of the encrypted transport (default 0: any free port)\n"
+		"  --listen HOST        address to listen on (default 127.0.0.1)\n"
+		"  --announce HOST      address to put in records (default: the listen address)\n"
+		"  --dht-port Q         UDP port of the DHT (default 0: any free port)\n"
+		"  --bootstrap HOST:PORT  DHT port of a known node (repeatable); none: this node\n"
+		"                       is a bootstrap node\n"
+		"  --network NAME       network id (default colony); nodes of other networks\n"
+		"                       never see or talk to this one\n"
+		"  --model M            GGUF model to serve\n"
+		"  --layers A:B         serve layers A..B-1 (default: all)\n"
+		"  --price X            micro-units per 1M tokens (default 0)\n"
+		"  --watch MODEL_ID     follow the nodes of a model without serving it\n"
+		"  --refresh-ms N       re-announce period (default 60000); records go stale after\n"
+		"                       3x this (or --stale-ms)\n"
+		"  --stale-ms N         staleness bound of records\n"
+		"  --log-level L        debug, info, warn, error (default info)\n"
+		"  --log-json           log as JSON lines\n"
+		"\nexit codes: 0 clean stop, 1 runtime error, 2 usage, 3 bad model file\n");
+}
+
+static int parse_layers(const char *s, int *a, int *b)
+{
+	char *end;
+	long x = strtol(s, &end, 10);
+	if (end == s || *end != ':')
+		return -1;
+	const char *p = end + 1;
+	long y = strtol(p, &end, 10);
+	if (end == p || *end || x < 0 || y <= x || y > 65536)
+		return -1;
+	*a = (int)x;
+	*b = (int)y;
+	return 0;
+}
+
+static int log_opts(const char *a, const char *v)
+{
+	if (!strcmp(v, "debug")) log_setup(LOG_DEBUG, 0);
+	else if (!strcmp(v, "info")) log_setup(LOG_INFO, 0);
+	else if (!strcmp(v, "warn")) log_setup(LOG_WARN, 0);
+	else if (!strcmp(v, "error")) log_setup(LOG_ERROR, 0);
+	else {
+		fprintf(stderr, "colony: %s expects debug, info, warn or error\n", a);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *default_home(char *buf, size_t cap)
+{
+	const char *h = getenv("HOME");
+	snprintf(buf, cap, "%s/.colony", h && *h ? h : ".");
+	return buf;
+}
+
+int cmd_node(int argc, char **argv)
+{
+	node_cfg_t c;
+	node_cfg_default(&c);
+	char homebuf[1024];
+	int json = 0;
+	enum log_level lvl = LOG_INFO;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v;
+		long n;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			node_usage(stdout);
+			return 0;
+		}
+		if (!strcmp(a, "--log-json")) {
+			json = 1;
+			continue;
+		}
+		if (!(v = opt_arg(argc, argv, &i)))
+			return CMD_EXIT_USAGE;
+		if (!strcmp(a, "--home")) c.home = v;
+		else if (!strcmp(a, "--listen")) c.listen_host = v;
+		else if (!strcmp(a, "--announce")) c.announce_host = v;
+		else if (!strcmp(a, "--network")) c.network = v;
+		else if (!strcmp(a, "--model") || !strcmp(a, "-m")) c.model_path = v;
+		else if (!strcmp(a, "--watch")) c.watch_model = v;
+		else if (!strcmp(a, "--port")) {
+			if (opt_int(a, v, 0, 65535, &n)) return CMD_EXIT_USAGE;
+			c.port = (int)n;
+		} else if (!strcmp(a, "--dht-port")) {
+			if (opt_int(a, v, 0, 65535, &n)) return CMD_EXIT_USAGE;
+			c.dht_port = (int)n;
+		} else if (!strcmp(a, "--bootstrap")) {
+			if (c.n_bootstrap >= NODE_MAX_BOOTSTRAP) {
+				fprintf(stderr, "colony: at most %d --bootstrap\n", NODE_MAX_BOOTSTRAP);
+				return CMD_EXIT_USAGE;
+			}
+			c.bootstrap[c.n_bootstrap++] = v;
+		} else if (!strcmp(a, "--layers")) {
+			if (parse_layers(v, &c.layer_a, &c.layer_b)) {
+				fprintf(stderr, "colony: --layers expects A:B with 0 <= A < B, got '%s'\n", v);
+				return CMD_EXIT_USAGE;
+			}
+		} else if (!strcmp(a, "--price")) {
+			if (opt_u64(a, v, &c.price)) return CMD_EXIT_USAGE;
+		} else if (!strcmp(a, "--refresh-ms")) {
+			if (opt_u64(a, v, &c.refresh_ms) || c.refresh_ms < 100) {
+				fprintf(stderr, "colony: --refresh-ms must be at least 100\n");
+				return CMD_EXIT_USAGE;
+			}
+		} else if (!strcmp(a, "--stale-ms")) {
+			if (opt_u64(a, v, &c.stale_ms)) return CMD_EXIT_USAGE;
+		} else if (!strcmp(a, "--log-level")) {
+			if (log_opts(a, v)) return CMD_EXIT_USAGE;
+			lvl = log_level_get();
+		} else {
+			fprintf(stderr, "colony: node: unknown option '%s'\n", a);
+			node_usage(stderr);
+			return CMD_EXIT_USAGE;
+		}
+	}
+	log_setup(lvl, json);
+	if (!c.home)
+		c.home = default_home(homebuf, sizeof(homebuf));
+	if (!c.model_path && c.layer_b) {
+		fprintf(stderr, "colony: --layers needs --model\n");
+		return CMD_EXIT_USAGE;
+	}
+	err_msg_t e = { { 0 } };
+	int r = node_run(&c, &e);
+	if (r) {
+		fprintf(stderr, "colony: node: %s\n", e.msg[0] ? e.msg : err_str(r));
+		return r == ERR_FORMAT || r == ERR_UNSUPPORTED || r == ERR_TRUNCATED ? CMD_EXIT_BADFILE
+		     : r == ERR_RANGE || r == ERR_INVAL ? CMD_EXIT_USAGE : CMD_EXIT_ERROR;
+	}
+	return 0;
+}
+
+static void peers_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: colony peers [--home DIR] [--json] [--status]\n"
+		"\n"
+		"Asks the node running with this home directory (through DIR/control.sock) which\n"
+		"peers it knows: id, address, model and layers served, price, RTT, throughput and\n"
+		"the age of their record. --json prints one JSON object per peer; --status prints\n"
+		"the node's own status as JSON.\n"
+		"\nexit codes: 0 ok, 1 no node is running there, 2 usage\n");
+}
+
+/* Sends one command line to the control socket, returns the reply (malloc'd). */
+static char *ctl_query(const char *home, const char *cmd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", home, NODE_CONTROL_SOCK) >= sizeof(sa.sun_path))
+		return NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	size_t cl = strlen(cmd);
+	if (write(fd, cmd, cl) != (ssize_t)cl) {
+		close(fd);
+		return NULL;
+	}
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (!buf)
+			break;
+		if (n + 1 >= cap) {
+			char *nb = cap < (64u << 20) ? realloc(buf, cap *= 2) : NULL;
+			if (!nb) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = nb;
+		}
+		ssize_t k = read(fd, buf + n, cap - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	if (buf)
+		buf[n] = 0;
+	return buf;
+}
+
+static const char *jfield(const char *line, const char *key, char *out, size_t cap)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(line, pat);
+	out[0] = 0;
+	if (!p)
+		return out;
+	p += strlen(pat);
+	size_t i = 0;
+	if (*p == '"') {
+		p++;
+		while (*p && *p != '"' && i + 1 < cap)
+			out[i++] = *p++;
+	} else if (*p == '[') {
+		while (*p && *p != ']' && i + 2 < cap)
+			out[i++] = *p++;
+		out[i++] = ']';
+	} else {
+		while (*p && *p != ',' && *p != '}' && i + 1 < cap)
+			out[i++] = *p++;
+	}
+	out[i] = 0;
+	return out;
+}
+
+int cmd_peers(int argc, char **argv)
+{
+	const char *home = NULL;
+	char homebuf[1024];
+	int json = 0, status = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			peers_usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--json")) {
+			json = 1;
+		} else if (!strcmp(argv[i], "--status")) {
+			status = 1;
+		} else if (!strcmp(argv[i], "--home")) {
+			if (!(home = opt_arg(argc, argv, &i)))
+				return CMD_EXIT_USAGE;
+		} else {
+			fprintf(stderr, "colony: peers: unknown option '%s'\n", argv[i]);
+			peers_usage(stderr);
+			return CMD_EXIT_USAGE;
+		}
+	}
+	if (!home)
+		home = default_home(homebuf, sizeof(homebuf));
+	char *r = ctl_query(home, status ? "status\n" : "peers\n");
+	if (!r) {
+		fprintf(stderr, "colony: peers: no node is running with home %s\n", home);
+		return CMD_EXIT_ERROR;
+	}
+	char *end = strstr(r, "\n.\n");
+	if (!end && strncmp(r, ".\n", 2) == 0)
+		end = r - 1;
+	if (end)
+		end[1] = 0;
+	if (json || status) {
+		fputs(r, stdout);
+		free(r);
+		return 0;
+	}
+	printf("%-16s  %-21s  %-12s  %-9s  %10s  %9s  %11s  %8s  %s\n", "id", "address", "model", "layers", "price",
+	       "rtt ms", "MB/s", "age s", "seq");
+	int count = 0;
+	for (char *line = strtok(r, "\n"); line; line = strtok(NULL, "\n")) {
+		if (line[0] != '{')
+			continue;
+		char id[80], addr[80], model[80], layers[40], price[40], rtt[40], thr[40], age[40], seq[40];
+		jfield(line, "short", id, sizeof(id));
+		jfield(line, "addr", addr, sizeof(addr));
+		jfield(line, "model", model, sizeof(model));
+		model[12] = 0;
+		jfield(line, "layers", layers, sizeof(layers));
+		jfield(line, "price", price, sizeof(price));
+		jfield(line, "rtt_ms", rtt, sizeof(rtt));
+		jfield(line, "throughput_mbs", thr, sizeof(thr));
+		jfield(line, "age_ms", age, sizeof(age));
+		jfield(line, "seq", seq, sizeof(seq));
+		printf("%-16s  %-21s  %-12s  %-9s  %10s  %9s  %11s  %8.1f  %s\n", id, addr, model, layers, price,
+		       atof(rtt) < 0 ? "-" : rtt, atof(thr) < 0 ? "-" : thr, atof(age) / 1000.0, seq);
+		count++;
+	}
+	printf("%d peer%s\n", count, count == 1 ? "" : "s");
+	free(r);
+	return 0;
+}

@@ -1,0 +1,607 @@
+/* node.c - the node daemon (see node.h). */
+#include "swarm/node.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/log.h"
+#include "dht/dht.h"
+#include "model/gguf.h"
+#include "model/manifest.h"
+#include "model/model.h"
+#include "net/ident.h"
+#include "net/peer.h"
+
+#define NODE_MAX_KNOWN 1024
+#define NODE_LOOKUP_MS 2000
+#define NODE_LOOKUP_WAIT_MS 1500
+#define NODE_PROBE_MS 15000
+#define NODE_PROBE_BYTES (256u << 10)
+#define NODE_DIAL_BACKOFF_MS 2000
+#define NODE_SOFTWARE "colony/0.1.0"
+
+struct known {
+	ann_t rec;
+	peer_conn_t *conn;     /* READY connection, or NULL */
+	int dialing;
+	uint64_t last_dial;
+	double rtt_ms, thr_mbs;
+};
+
+struct node {
+	node_cfg_t cfg;
+	uv_loop_t loop;
+	ident_t *id;
+	gguf_t *gguf;
+	model_t *model;
+	int serving, watching;
+	uint8_t model_id[ANN_MODELLEN];
+	peer_net_t *net;
+	int port;
+	dht_node_t *dht;
+	uv_pipe_t ctl;
+	int ctl_open;
+	char ctl_path[1024];
+	uv_timer_t t_lookup, t_probe;
+	uv_signal_t sigint, sigterm;
+	uv_async_t async;
+	uv_work_t work;
+	int work_busy;
+	ann_t *lookup_buf;
+	size_t lookup_n;
+	struct known *known;
+	size_t n_known;
+	int stopping;
+};
+
+void node_cfg_default(node_cfg_t *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->network = "colony";
+	c->listen_host = "127.0.0.1";
+}
+
+static int same_id(const uint8_t *a, const uint8_t *b) { return memcmp(a, b, ANN_IDLEN) == 0; }
+
+static struct known *find_known(struct node *n, const uint8_t *id)
+{
+	for (size_t i = 0; i < n->n_known; i++)
+		if (same_id(n->known[i].rec.node_id, id))
+			return &n->known[i];
+	return NULL;
+}
+
+static void addr_host(const ann_addr_t *a, char *host, size_t cap)
+{
+	inet_ntop(a->family == 4 ? AF_INET : AF_INET6, a->ip, host, (socklen_t)cap);
+}
+
+static void dial(struct node *n, struct known *k)
+{
+	uint64_t now = uv_now(&n->loop);
+	if (k->conn || k->dialing || now - k->last_dial < NODE_DIAL_BACKOFF_MS || k->rec.n_addrs == 0)
+		return;
+	char host[64];
+	addr_host(&k->rec.addrs[0], host, sizeof(host));
+	err_msg_t e;
+	k->last_dial = now;
+	if (peer_net_connect(n->net, host, k->rec.addrs[0].port, k->rec.node_id, NULL, &e) == 0)
+		k->dialing = 1;
+	else
+		log_debug("node", "dial %s:%u: %s", host, k->rec.addrs[0].port, e.msg);
+}
+
+/* Replaces the known table with a view from the DHT (our own record left out). */
+static void merge_view(struct node *n, const ann_t *view, size_t cnt)
+{
+	struct known *nk = calloc(NODE_MAX_KNOWN, sizeof(*nk));
+	if (!nk)
+		return;
+	size_t m = 0;
+	for (size_t i = 0; i < cnt && m < NODE_MAX_KNOWN; i++) {
+		if (same_id(view[i].node_id, ident_pub(n->id)))
+			continue;
+		struct known *old = find_known(n, view[i].node_id);
+		if (old) {
+			nk[m] = *old;
+			old->conn = NULL;   /* moved */
+		} else {
+			nk[m].rtt_ms = -1;
+			nk[m].thr_mbs = -1;
+		}
+		nk[m].rec = view[i];
+		m++;
+	}
+	/* Peers that left the view (tombstoned or stale): drop their connection. */
+	for (size_t i = 0; i < n->n_known; i++)
+		if (n->known[i].conn)
+			peer_close(n->known[i].conn, "peer no longer announced");
+	free(n->known);
+	n->known = nk;
+	n->n_known = m;
+	for (size_t i = 0; i < n->n_known; i++)
+		dial(n, &n->known[i]);
+}
+
+static void refresh_from_view(struct node *n)
+{
+	if (!n->watching || n->stopping)
+		return;
+	size_t cnt = 0;
+	ann_t *buf = malloc(sizeof(ann_t) * NODE_MAX_KNOWN);
+	if (!buf)
+		return;
+	if (dht_node_peers(n->dht, n->model_id, buf, NODE_MAX_KNOWN, &cnt) == 0)
+		merge_view(n, buf, cnt < NODE_MAX_KNOWN ? cnt : NODE_MAX_KNOWN);
+	free(buf);
+}
+
+/* ---- DHT: lookups on a worker thread, watch notifications through async */
+
+static void lookup_work(uv_work_t *w)
+{
+	struct node *n = w->data;
+	size_t cnt = 0;
+	if (dht_node_lookup(n->dht, n->model_id, NODE_LOOKUP_WAIT_MS, n->lookup_buf, NODE_MAX_KNOWN, &cnt) != 0)
+		cnt = 0;
+	n->lookup_n = cnt < NODE_MAX_KNOWN ? cnt : NODE_MAX_KNOWN;
+}
+
+static void lookup_done(uv_work_t *w, int status)
+{
+	struct node *n = w->data;
+	n->work_busy = 0;
+	if (status == 0 && !n->stopping)
+		merge_view(n, n->lookup_buf, n->lookup_n);
+}
+
+static void on_lookup_timer(uv_timer_t *t)
+{
+	struct node *n = t->data;
+	if (n->work_busy || n->stopping || !n->watching)
+		return;
+	n->work_busy = 1;
+	n->work.data = n;
+	if (uv_queue_work(&n->loop, &n->work, lookup_work, lookup_done) != 0)
+		n->work_busy = 0;
+}
+
+static void on_dht_change(void *ud, const uint8_t model_id[ANN_MODELLEN])
+{
+	struct node *n = ud;
+	uv_async_send(&n->async);   /* the only thing safe to do from the DHT's thread */
+}
+
+static void on_async(uv_async_t *a)
+{
+	refresh_from_view(a->data);
+}
+
+/* ---- peers */
+
+static void on_peer_state(peer_conn_t *c, enum peer_state st, const char *why, void *user)
+{
+	struct node *n = user;
+	const uint8_t *pid = peer_conn_id(c);
+	if (st == PEER_READY && pid) {
+		struct known *k = find_known(n, pid);
+		if (k) {
+			k->dialing = 0;
+			if (!k->conn)
+				k->conn = c;
+		}
+		peer_conn_set_user(c, NULL);
+		if (peer_probe(c, NODE_PROBE_BYTES) != 0)
+			log_debug("node", "probe not sent");
+		return;
+	}
+	if (st == PEER_CLOSED) {
+		for (size_t i = 0; i < n->n_known; i++) {
+			struct known *k = &n->known[i];
+			if (k->conn == c) {
+				peer_stats_t s;
+				peer_conn_stats(c, &s);
+				k->rtt_ms = s.rtt_ms;
+				k->thr_mbs = s.throughput_mbs;
+				k->conn = NULL;
+			}
+			if (k->dialing && !k->conn && (!pid || same_id(pid, k->rec.node_id)))
+				k->dialing = 0;
+		}
+	}
+}
+
+static void on_peer_msg(peer_conn_t *c, const wire_msg_t *m, void *user)
+{
+	/* The shard messages are served by the swarm layer; until then refuse. */
+	if (m->type == WIRE_OPEN_SESSION) {
+		wire_msg_t r;
+		memset(&r, 0, sizeof(r));
+		r.type = WIRE_OPEN_ERR;
+		r.u.error.session_id = m->u.open.session_id;
+		r.u.error.code = WIRE_E_UNSUPPORTED;
+		snprintf(r.u.error.msg, sizeof(r.u.error.msg), "this node does not serve sessions yet");
+		err_msg_t e;
+		if (peer_send(c, &r, &e) != 0)
+			log_debug("node", "reply failed: %s", e.msg);
+	}
+}
+
+static void probe_one(peer_conn_t *c, void *arg)
+{
+	if (peer_conn_state(c) == PEER_READY && peer_probe(c, NODE_PROBE_BYTES) != 0)
+		log_debug("node", "probe not sent");
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+	struct node *n = t->data;
+	peer_net_foreach(n->net, probe_one, NULL);
+	for (size_t i = 0; i < n->n_known; i++)
+		dial(n, &n->known[i]);
+}
+
+/* ---- control socket */
+
+struct ctl_client {
+	uv_pipe_t pipe;
+	struct node *n;
+	char in[256];
+	size_t n_in;
+	char *out;
+	size_t n_out, cap_out;
+	int answered;
+};
+
+static void out_printf(struct ctl_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct ctl_client *c, const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		size_t room = c->cap_out - c->n_out;
+		va_start(ap, fmt);
+		int k = vsnprintf(c->out ? c->out + c->n_out : NULL, c->out ? room : 0, fmt, ap);
+		va_end(ap);
+		if (k < 0)
+			return;
+		if ((size_t)k < room) {
+			c->n_out += (size_t)k;
+			return;
+		}
+		size_t nc = (c->cap_out + (size_t)k + 1) * 2;
+		char *p = realloc(c->out, nc);
+		if (!p)
+			return;
+		c->out = p;
+		c->cap_out = nc;
+	}
+}
+
+static void ctl_closed(uv_handle_t *h)
+{
+	struct ctl_client *c = h->data;
+	free(c->out);
+	free(c);
+}
+
+static void ctl_written(uv_write_t *w, int status)
+{
+	struct ctl_client *c = w->data;
+	free(w);
+	uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+}
+
+static void ctl_answer(struct ctl_client *c)
+{
+	struct node *n = c->n;
+	char hex[65], sid[IDENT_SHORT_STRLEN];
+	uint64_t now = dht_now_ms();
+	c->answered = 1;
+	if (!strncmp(c->in, "peers", 5)) {
+		for (size_t i = 0; i < n->n_known; i++) {
+			struct known *k = &n->known[i];
+			double rtt = k->rtt_ms, thr = k->thr_mbs;
+			if (k->conn) {
+				peer_stats_t s;
+				peer_conn_stats(k->conn, &s);
+				rtt = s.rtt_ms;
+				thr = s.throughput_mbs;
+			}
+			char addr[64] = "";
+			if (k->rec.n_addrs)
+				ann_addr_str(&k->rec.addrs[0], addr, sizeof(addr));
+			char mid[65];
+			out_printf(c,
+				"{\"id\":\"%s\",\"short\":\"%s\",\"addr\":\"%s\",\"model\":\"%s\",\"layers\":[%u,%u],"
+				"\"price\":%llu,\"seq\":%llu,\"age_ms\":%lld,\"connected\":%s,\"rtt_ms\":%.3f,"
+				"\"throughput_mbs\":%.2f,\"free_sessions\":%u,\"version\":\"%s\"}\n",
+				ident_id_full(k->rec.node_id, hex), ident_id_short(k->rec.node_id, sid), addr,
+				manifest_id_hex(k->rec.model_id, mid), k->rec.layer_a, k->rec.layer_b,
+				(unsigned long long)k->rec.price, (unsigned long long)k->rec.seq,
+				(long long)now - (long long)k->rec.timestamp_ms, k->conn ? "true" : "false", rtt, thr,
+				k->rec.free_sessions, k->rec.sw_version);
+		}
+	} else if (!strncmp(c->in, "status", 6)) {
+		char mid[65] = "";
+		if (n->watching)
+			manifest_id_hex(n->model_id, mid);
+		out_printf(c,
+			"{\"id\":\"%s\",\"short\":\"%s\",\"network\":\"%s\",\"port\":%d,\"dht_port\":%u,"
+			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d}\n",
+			ident_id_full(ident_pub(n->id), hex), ident_id_short(ident_pub(n->id), sid), n->cfg.network,
+			n->port, dht_node_port(n->dht), mid, n->serving ? "true" : "false", n->cfg.layer_a,
+			n->cfg.layer_b, n->n_known, peer_net_count(n->net));
+	} else {
+		out_printf(c, "{\"error\":\"unknown command (peers, status)\"}\n");
+	}
+	out_printf(c, ".\n");
+	uv_write_t *w = malloc(sizeof(*w));
+	if (!w || !c->out) {
+		free(w);
+		uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+		return;
+	}
+	w->data = c;
+	uv_buf_t b = uv_buf_init(c->out, (unsigned)c->n_out);
+	if (uv_write(w, (uv_stream_t *)&c->pipe, &b, 1, ctl_written) != 0) {
+		free(w);
+		uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+	}
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+	struct ctl_client *c = h->data;
+	*b = uv_buf_init(c->in + c->n_in, (unsigned)(sizeof(c->in) - 1 - c->n_in));
+}
+
+static void ctl_read(uv_stream_t *s, ssize_t nr, const uv_buf_t *b)
+{
+	struct ctl_client *c = s->data;
+	if (c->answered)
+		return;
+	if (nr < 0 || (nr == 0 && c->n_in >= sizeof(c->in) - 1)) {
+		uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+		return;
+	}
+	c->n_in += (size_t)nr;
+	c->in[c->n_in] = 0;
+	if (strchr(c->in, '\n') || c->n_in >= sizeof(c->in) - 1) {
+		uv_read_stop(s);
+		ctl_answer(c);
+	}
+}
+
+static void on_ctl_conn(uv_stream_t *srv, int status)
+{
+	struct node *n = srv->data;
+	if (status < 0)
+		return;
+	struct ctl_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->n = n;
+	uv_pipe_init(&n->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	if (uv_accept(srv, (uv_stream_t *)&c->pipe) != 0 ||
+	    uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_read) != 0)
+		uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+}
+
+/* ---- start and stop */
+
+static void sign_cb(void *ud, const void *msg, size_t len, uint8_t sig[ANN_SIGLEN])
+{
+	ident_sign(ud, msg, len, sig);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void net_closed(void *arg)
+{
+	struct node *n = arg;
+	n->net = NULL;
+	uv_walk(&n->loop, close_walk, NULL);
+}
+
+static void begin_stop(struct node *n, const char *why)
+{
+	if (n->stopping)
+		return;
+	n->stopping = 1;
+	log_info("node", "%s: shutting down", why);
+	err_msg_t e = { { 0 } };
+	if (n->dht) {
+		if (n->watching && dht_node_unwatch(n->dht, n->model_id) != 0)
+			log_debug("node", "unwatch failed");
+		if (dht_node_shutdown(n->dht, 2000, &e) != 0)
+			log_warn("node", "tombstone not confirmed: %s", e.msg);
+	}
+	if (n->ctl_open)
+		unlink(n->ctl_path);
+	peer_net_close(n->net, net_closed, n);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	begin_stop(s->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static int start(struct node *n, err_msg_t *e)
+{
+	const node_cfg_t *cfg = &n->cfg;
+	int created = 0, r;
+	if ((r = ident_load_or_create(cfg->home, &n->id, &created, e)))
+		return err_prefix(e, r, "identity in %s", cfg->home);
+	char sid[IDENT_SHORT_STRLEN];
+	log_info("node", "node %s (%s identity in %s)", ident_id_short(ident_pub(n->id), sid),
+		 created ? "new" : "existing", cfg->home);
+
+	if (cfg->model_path) {
+		if ((r = gguf_open(cfg->model_path, &n->gguf, e)))
+			return err_prefix(e, r, "%s", cfg->model_path);
+		model_hparams_t hp;
+		model_t *whole = NULL;
+		if ((r = model_load_range(n->gguf, 0, 0, 0, &whole, e)))
+			return err_prefix(e, r, "%s", cfg->model_path);
+		hp = whole->hp;
+		model_free(whole);
+		if (n->cfg.layer_b == 0)
+			n->cfg.layer_b = hp.n_layer;
+		if (n->cfg.layer_a < 0 || n->cfg.layer_a >= n->cfg.layer_b || n->cfg.layer_b > hp.n_layer)
+			return err_set(e, ERR_RANGE, "--layers %d:%d is outside the model's %d layers", n->cfg.layer_a,
+				       n->cfg.layer_b, hp.n_layer);
+		if ((r = model_load_range(n->gguf, n->cfg.layer_a, n->cfg.layer_b, 0, &n->model, e)))
+			return err_prefix(e, r, "%s", cfg->model_path);
+		if ((r = manifest_model_id(n->gguf, NULL, n->model_id, e)))
+			return r;
+		n->serving = n->watching = 1;
+		char mid[65];
+		log_info("node", "serving layers [%d, %d) of %s (model %s)", n->cfg.layer_a, n->cfg.layer_b,
+			 cfg->model_path, manifest_id_hex(n->model_id, mid));
+	} else if (cfg->watch_model) {
+		if (manifest_id_parse(cfg->watch_model, n->model_id) != 0)
+			return err_set(e, ERR_INVAL, "--watch expects a 64-digit hex model id");
+		n->watching = 1;
+	}
+
+	peer_cfg_t pc;
+	peer_cfg_default(&pc);
+	pc.id = n->id;
+	pc.network = cfg->network;
+	pc.software = NODE_SOFTWARE;
+	pc.caps = WIRE_CAP_PROBE | (n->serving ? WIRE_CAP_SHARD : 0);
+	pc.on_state = on_peer_state;
+	pc.on_msg = on_peer_msg;
+	pc.user = n;
+	if ((r = peer_net_new(&n->loop, &pc, &n->net, e)))
+		return r;
+	if ((r = peer_net_listen(n->net, cfg->listen_host, cfg->port, &n->port, e)))
+		return r;
+
+	dht_node_cfg_t dc;
+	dht_node_cfg_default(&dc);
+	dc.port = (uint16_t)cfg->dht_port;
+	dc.node_id = ident_pub(n->id);
+	dc.sign = sign_cb;
+	dc.sign_ud = n->id;
+	/* A hash of the network name keeps swarms of different names apart at the
+	 * DHT level as well as in the Noise prologue. */
+	uint32_t h = 2166136261u;
+	for (const char *p = cfg->network; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	dc.network = h ? h : 1;
+	if (cfg->refresh_ms)
+		dc.refresh_ms = cfg->refresh_ms;
+	if (cfg->stale_ms)
+		dc.stale_ms = cfg->stale_ms;
+	if ((r = dht_node_new(&dc, &n->dht, e)))
+		return err_prefix(e, r, "DHT");
+	for (int i = 0; i < cfg->n_bootstrap; i++)
+		if ((r = dht_node_bootstrap(n->dht, cfg->bootstrap[i], e)))
+			return r;
+	log_info("node", "transport %s:%d (TCP), DHT port %u (UDP)%s", cfg->listen_host, n->port,
+		 dht_node_port(n->dht), cfg->n_bootstrap ? "" : ", bootstrap node");
+
+	if (n->serving) {
+		ann_t rec;
+		memset(&rec, 0, sizeof(rec));
+		rec.kind = ANN_SHARD;
+		memcpy(rec.model_id, n->model_id, ANN_MODELLEN);
+		rec.layer_a = (uint32_t)n->cfg.layer_a;
+		rec.layer_b = (uint32_t)n->cfg.layer_b;
+		rec.price = cfg->price;
+		rec.free_sessions = 64;
+		rec.free_kv_bytes = 512ull << 20;
+		rec.n_addrs = 1;
+		const char *ah = cfg->announce_host ? cfg->announce_host : cfg->listen_host;
+		uint8_t ip[16] = { 0 };
+		if (inet_pton(AF_INET, ah, ip) == 1)
+			ann_addr_set(&rec.addrs[0], 4, ip, (uint16_t)n->port);
+		else if (inet_pton(AF_INET6, ah, ip) == 1)
+			ann_addr_set(&rec.addrs[0], 6, ip, (uint16_t)n->port);
+		else
+			return err_set(e, ERR_INVAL, "announce address '%s' is not an IP address", ah);
+		snprintf(rec.sw_version, sizeof(rec.sw_version), "%s", NODE_SOFTWARE);
+		if ((r = dht_node_announce(n->dht, &rec, e)))
+			return err_prefix(e, r, "announce");
+	}
+
+	uv_async_init(&n->loop, &n->async, on_async);
+	n->async.data = n;
+	if (n->watching && (r = dht_node_watch(n->dht, n->model_id, on_dht_change, n)))
+		return err_set(e, r, "cannot watch the model's key");
+	uv_timer_init(&n->loop, &n->t_lookup);
+	n->t_lookup.data = n;
+	uv_timer_start(&n->t_lookup, on_lookup_timer, 200, NODE_LOOKUP_MS);
+	uv_timer_init(&n->loop, &n->t_probe);
+	n->t_probe.data = n;
+	uv_timer_start(&n->t_probe, on_probe_timer, NODE_PROBE_MS, NODE_PROBE_MS);
+
+	/* Control socket, owner-only. */
+	snprintf(n->ctl_path, sizeof(n->ctl_path), "%s/%s", cfg->home, NODE_CONTROL_SOCK);
+	unlink(n->ctl_path);
+	uv_pipe_init(&n->loop, &n->ctl, 0);
+	n->ctl.data = n;
+	mode_t old = umask(077);
+	r = uv_pipe_bind(&n->ctl, n->ctl_path);
+	umask(old);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&n->ctl, 16, on_ctl_conn);
+	if (r)
+		return err_set(e, ERR_IO, "control socket %s: %s", n->ctl_path, uv_strerror(r));
+	n->ctl_open = 1;
+
+	uv_signal_init(&n->loop, &n->sigint);
+	uv_signal_init(&n->loop, &n->sigterm);
+	n->sigint.data = n->sigterm.data = n;
+	uv_signal_start(&n->sigint, on_signal, SIGINT);
+	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+	return 0;
+}
+
+int node_run(const node_cfg_t *cfg, err_msg_t *e)
+{
+	struct node *n = calloc(1, sizeof(*n));
+	if (!n)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	n->cfg = *cfg;
+	n->lookup_buf = malloc(sizeof(ann_t) * NODE_MAX_KNOWN);
+	if (!n->lookup_buf || uv_loop_init(&n->loop) != 0) {
+		free(n->lookup_buf);
+		free(n);
+		return err_set(e, ERR_NOMEM, "cannot start the event loop");
+	}
+	signal(SIGPIPE, SIG_IGN);
+	int r = start(n, e);
+	if (r) {
+		/* Undo what started: close every handle, then the loop. */
+		if (n->net)
+			peer_net_close(n->net, NULL, NULL);
+		uv_walk(&n->loop, close_walk, NULL);
+	}
+	uv_run(&n->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&n->loop) != 0)
+		log_warn("node", "event loop closed with handles left");
+	dht_node_free(n->dht);
+	model_free(n->model);
+	gguf_free(n->gguf);
+	ident_free(n->id);
+	free(n->known);
+	free(n->lookup_buf);
+	free(n);
+	if (!r)
+		log_info("node", "stopped");
+	return r;
+}

@@ -1,0 +1,47 @@
+/* node.h - the node daemon: identity, encrypted transport, DHT discovery and
+ * a local control socket, on one libuv loop.
+ *
+ * A node started with a model and a layer span announces a signed record for
+ * it (refreshed, tombstoned on a clean stop), keeps a view of every other
+ * node announcing the same model, connects to them over Noise XX and keeps
+ * their RTT and throughput as moving averages (for routing). The control
+ * socket (<home>/control.sock, mode 0600) answers one-line commands:
+ *   "peers"  -> one JSON object per line for each known peer, then "."
+ *   "status" -> one JSON object, then "."
+ * so `colony peers` and tests can read what the node knows.
+ */
+#ifndef COLONY_SWARM_NODE_H
+#define COLONY_SWARM_NODE_H
+
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define NODE_MAX_BOOTSTRAP 16
+#define NODE_CONTROL_SOCK "control.sock"
+
+typedef struct node_cfg {
+	const char *home;              /* identity and control socket */
+	const char *network;           /* network id (default "colony") */
+	const char *listen_host;       /* transport address (default 127.0.0.1) */
+	int port;                      /* transport TCP port, 0 = ephemeral */
+	const char *announce_host;     /* address put in records (default listen_host) */
+	int dht_port;                  /* DHT UDP port, 0 = ephemeral */
+	const char *bootstrap[NODE_MAX_BOOTSTRAP];
+	int n_bootstrap;
+	const char *model_path;        /* GGUF to serve, or NULL */
+	int layer_a, layer_b;          /* span [a, b) served; b = 0: all layers */
+	uint64_t price;                /* micro-units per 1M tokens */
+	const char *watch_model;       /* hex model id to follow without serving it, or NULL */
+	uint64_t refresh_ms;           /* DHT re-announce period (0 = default) */
+	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */
+} node_cfg_t;
+
+void node_cfg_default(node_cfg_t *c);
+
+/* Runs the node until SIGINT or SIGTERM, then shuts down cleanly (tombstones,
+ * connections closed). Logs to stderr. Returns 0 after a clean stop, or a
+ * negative code with *e saying why it could not start or run. */
+int node_run(const node_cfg_t *cfg, err_msg_t *e) WUR;
+
+#endif
