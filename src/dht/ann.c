@@ -1,0 +1,372 @@
+/* ann.c - the DHT record codec (see ann.h; layout in docs/PROTOCOL.md). */
+#include "dht/ann.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#define DOMAIN_LEN 16  /* strlen(ANN_SIG_DOMAIN) */
+_Static_assert(sizeof(ANN_SIG_DOMAIN) - 1 == DOMAIN_LEN, "domain length");
+_Static_assert(ANN_MAX_SIZE == 370, "documented maximum size");
+_Static_assert(ANN_SIGLEN == crypto_sign_BYTES && ANN_IDLEN == crypto_sign_PUBLICKEYBYTES &&
+	ANN_SKLEN == crypto_sign_SECRETKEYBYTES, "libsodium ed25519 sizes");
+
+/* ---- little-endian writer and bounded reader ---------------------------- */
+
+typedef struct wr {
+	uint8_t *p;
+	size_t n;
+} wr_t;
+
+static void put_bytes(wr_t *w, const void *src, size_t n) { memcpy(w->p + w->n, src, n); w->n += n; }
+static void put_u8(wr_t *w, uint8_t v) { w->p[w->n++] = v; }
+static void put_u16(wr_t *w, uint16_t v) { put_u8(w, (uint8_t)v); put_u8(w, (uint8_t)(v >> 8)); }
+static void put_u32(wr_t *w, uint32_t v) { for (int i = 0; i < 4; i++) put_u8(w, (uint8_t)(v >> (8 * i))); }
+static void put_u64(wr_t *w, uint64_t v) { for (int i = 0; i < 8; i++) put_u8(w, (uint8_t)(v >> (8 * i))); }
+
+typedef struct rd {
+	const uint8_t *p;
+	size_t len, off;
+	err_msg_t *e;
+	int rc;          /* first error, sticky */
+} rd_t;
+
+/* Takes n bytes or records ERR_TRUNCATED naming the field and its offset. */
+static const uint8_t *take(rd_t *r, size_t n, const char *field)
+{
+	if (r->rc)
+		return NULL;
+	if (n > r->len - r->off) {
+		r->rc = err_set(r->e, ERR_TRUNCATED, "record ends at byte %zu, inside %s (offset %zu, %zu bytes)",
+			r->len, field, r->off, n);
+		return NULL;
+	}
+	const uint8_t *q = r->p + r->off;
+	r->off += n;
+	return q;
+}
+static uint8_t get_u8(rd_t *r, const char *f) { const uint8_t *q = take(r, 1, f); return q ? q[0] : 0; }
+static uint16_t get_u16(rd_t *r, const char *f)
+{
+	const uint8_t *q = take(r, 2, f);
+	return q ? (uint16_t)(q[0] | q[1] << 8) : 0;
+}
+static uint32_t get_u32(rd_t *r, const char *f)
+{
+	const uint8_t *q = take(r, 4, f);
+	uint32_t v = 0;
+	for (int i = 3; q && i >= 0; i--)
+		v = v << 8 | q[i];
+	return v;
+}
+static uint64_t get_u64(rd_t *r, const char *f)
+{
+	const uint8_t *q = take(r, 8, f);
+	uint64_t v = 0;
+	for (int i = 7; q && i >= 0; i--)
+		v = v << 8 | q[i];
+	return v;
+}
+static void get_bytes(rd_t *r, void *dst, size_t n, const char *f)
+{
+	const uint8_t *q = take(r, n, f);
+	if (q)
+		memcpy(dst, q, n);
+}
+
+/* ---- field checks (shared by encoder and decoder) ----------------------- */
+
+static int addr_check(const ann_addr_t *a, int i, err_msg_t *e)
+{
+	static const uint8_t zero[16];
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	if (a->port == 0)
+		return err_set(e, ERR_RANGE, "address %d: port 0", i);
+	if (a->family == 4) {
+		const uint8_t *ip = a->ip;
+		if (memcmp(ip + 4, zero, 12) != 0)
+			return err_set(e, ERR_FORMAT, "address %d: IPv4 with non-zero padding", i);
+		if (ip[0] == 0)
+			return err_set(e, ERR_RANGE, "address %d: %u.%u.%u.%u is unspecified (0.0.0.0/8)", i, ip[0], ip[1], ip[2], ip[3]);
+		if (ip[0] >= 224)   /* 224/4 multicast, 240/4 reserved, 255.255.255.255 broadcast */
+			return err_set(e, ERR_RANGE, "address %d: %u.%u.%u.%u is multicast, reserved or broadcast", i, ip[0], ip[1], ip[2], ip[3]);
+		return 0;
+	}
+	if (a->family == 6) {
+		if (memcmp(a->ip, zero, 16) == 0)
+			return err_set(e, ERR_RANGE, "address %d: :: is unspecified", i);
+		if (a->ip[0] == 0xff)
+			return err_set(e, ERR_RANGE, "address %d: IPv6 multicast (ff00::/8)", i);
+		if (a->ip[0] == 0xfe && (a->ip[1] & 0xc0) == 0x80)
+			return err_set(e, ERR_RANGE, "address %d: IPv6 link-local (fe80::/10) needs a scope", i);
+		if (memcmp(a->ip, v4mapped, 12) == 0)
+			return err_set(e, ERR_FORMAT, "address %d: IPv4-mapped IPv6 (use family 4)", i);
+		return 0;
+	}
+	return err_set(e, ERR_FORMAT, "address %d: family %u (want 4 or 6)", i, a->family);
+}
+
+int ann_check(const ann_t *a, err_msg_t *e)
+{
+	if (a->timestamp_ms == 0)
+		return err_set(e, ERR_RANGE, "timestamp 0");
+	if (a->seq == 0)
+		return err_set(e, ERR_RANGE, "sequence 0");
+	if (a->kind == ANN_SKILL)
+		return err_set(e, ERR_UNSUPPORTED, "skill records (kind 3) are not supported yet");
+	if (a->kind == ANN_TOMBSTONE)
+		return 0;
+	if (a->kind != ANN_SHARD)
+		return err_set(e, ERR_UNSUPPORTED, "unknown record kind %u", a->kind);
+	if (a->layer_a >= a->layer_b)
+		return err_set(e, ERR_RANGE, "layer span [%u,%u) is empty", a->layer_a, a->layer_b);
+	if (a->layer_b > ANN_MAX_LAYER)
+		return err_set(e, ERR_RANGE, "layer %u beyond %u", a->layer_b, ANN_MAX_LAYER);
+	if (a->n_addrs == 0 || a->n_addrs > ANN_MAX_ADDRS)
+		return err_set(e, ERR_RANGE, "%u addresses (want 1..%d)", a->n_addrs, ANN_MAX_ADDRS);
+	for (int i = 0; i < a->n_addrs; i++) {
+		int rc = addr_check(&a->addrs[i], i, e);
+		if (rc)
+			return rc;
+		for (int j = 0; j < i; j++)
+			if (a->addrs[j].family == a->addrs[i].family && a->addrs[j].port == a->addrs[i].port &&
+			    memcmp(a->addrs[j].ip, a->addrs[i].ip, 16) == 0)
+				return err_set(e, ERR_FORMAT, "address %d repeats address %d", i, j);
+	}
+	size_t n = strnlen(a->sw_version, sizeof(a->sw_version));
+	if (n > ANN_MAX_SWVER)
+		return err_set(e, ERR_RANGE, "software version longer than %d bytes", ANN_MAX_SWVER);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a->sw_version[i];
+		if (c < 0x20 || c > 0x7e)
+			return err_set(e, ERR_FORMAT, "software version byte %zu is 0x%02x (want printable ASCII)", i, c);
+	}
+	return 0;
+}
+
+/* ---- encode ------------------------------------------------------------- */
+
+static size_t body_size(const ann_t *a)
+{
+	if (a->kind != ANN_SHARD)
+		return 0;
+	size_t n = 33 + 1 + strlen(a->sw_version);
+	for (int i = 0; i < a->n_addrs; i++)
+		n += a->addrs[i].family == 4 ? 7 : 19;
+	return n;
+}
+
+/* The signed message: domain || network || record[0..n). */
+static int sig_verify(const uint8_t *rec, size_t n, uint32_t network, const uint8_t *sig,
+	const uint8_t *pub)
+{
+	uint8_t msg[DOMAIN_LEN + 4 + ANN_MAX_SIZE];
+	if (n > ANN_MAX_SIZE)
+		return -1;
+	memcpy(msg, ANN_SIG_DOMAIN, DOMAIN_LEN);
+	wr_t w = { msg + DOMAIN_LEN, 0 };
+	put_u32(&w, network);
+	memcpy(msg + DOMAIN_LEN + 4, rec, n);
+	return crypto_sign_verify_detached(sig, msg, DOMAIN_LEN + 4 + n, pub);
+}
+
+int ann_encode_with(const ann_t *a, uint32_t network, ann_sign_cb sign, void *sign_ud,
+	uint8_t *out, size_t cap, size_t *len, err_msg_t *e)
+{
+	*len = 0;
+	if (sodium_init() < 0)
+		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
+	int rc = ann_check(a, e);
+	if (rc)
+		return rc;
+	size_t total = ANN_HEAD_SIZE + body_size(a) + ANN_SIGLEN;
+	if (cap < total)
+		return err_set(e, ERR_INVAL, "record needs %zu bytes, buffer has %zu", total, cap);
+	/* Sign into a staging buffer that starts with the domain, so the record
+	 * bytes are written once and signed in place. */
+	uint8_t msg[DOMAIN_LEN + 4 + ANN_MAX_SIZE];
+	memcpy(msg, ANN_SIG_DOMAIN, DOMAIN_LEN);
+	wr_t w = { msg + DOMAIN_LEN, 0 };
+	put_u32(&w, network);
+	put_bytes(&w, ANN_MAGIC, 4);
+	put_u8(&w, ANN_VERSION);
+	put_u8(&w, a->kind);
+	put_u16(&w, 0);
+	put_bytes(&w, a->node_id, ANN_IDLEN);
+	put_u64(&w, a->timestamp_ms);
+	put_u64(&w, a->seq);
+	put_bytes(&w, a->model_id, ANN_MODELLEN);
+	if (a->kind == ANN_SHARD) {
+		put_u32(&w, a->layer_a);
+		put_u32(&w, a->layer_b);
+		put_u64(&w, a->price);
+		put_u32(&w, a->throughput_milli);
+		put_u32(&w, a->free_sessions);
+		put_u64(&w, a->free_kv_bytes);
+		put_u8(&w, a->n_addrs);
+		for (int i = 0; i < a->n_addrs; i++) {
+			put_u8(&w, a->addrs[i].family);
+			put_bytes(&w, a->addrs[i].ip, a->addrs[i].family == 4 ? 4 : 16);
+			put_u16(&w, a->addrs[i].port);
+		}
+		size_t sl = strlen(a->sw_version);
+		put_u8(&w, (uint8_t)sl);
+		put_bytes(&w, a->sw_version, sl);
+	}
+	size_t signed_len = w.n - 4;   /* record bytes, without the network prefix */
+	uint8_t sig[ANN_SIGLEN];
+	sign(sign_ud, msg, DOMAIN_LEN + w.n, sig);
+	const uint8_t *rec = msg + DOMAIN_LEN + 4;
+	if (signed_len + ANN_SIGLEN != total)
+		return err_set(e, ERR_INVAL, "internal size mismatch %zu != %zu", signed_len + ANN_SIGLEN, total);
+	if (crypto_sign_verify_detached(sig, msg, DOMAIN_LEN + w.n, a->node_id) != 0)
+		return err_set(e, ERR_INVAL, "the signer does not hold the record's node id key");
+	memcpy(out, rec, signed_len);
+	memcpy(out + signed_len, sig, ANN_SIGLEN);
+	*len = total;
+	return 0;
+}
+
+static void sk_sign(void *ud, const void *msg, size_t len, uint8_t sig[ANN_SIGLEN])
+{
+	crypto_sign_detached(sig, NULL, msg, len, ud);
+}
+
+int ann_encode(const ann_t *a, uint32_t network, const uint8_t sk[ANN_SKLEN],
+	uint8_t *out, size_t cap, size_t *len, err_msg_t *e)
+{
+	*len = 0;
+	if (memcmp(sk + 32, a->node_id, ANN_IDLEN) != 0)
+		return err_set(e, ERR_INVAL, "secret key does not belong to the record's node id");
+	return ann_encode_with(a, network, sk_sign, (void *)sk, out, cap, len, e);
+}
+
+/* ---- decode ------------------------------------------------------------- */
+
+int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *e)
+{
+	memset(out, 0, sizeof(*out));
+	if (len > ANN_MAX_SIZE)
+		return err_set(e, ERR_FORMAT, "record of %zu bytes (at most %d)", len, ANN_MAX_SIZE);
+	rd_t r = { buf, len, 0, e, 0 };
+	const uint8_t *magic = take(&r, 4, "magic");
+	if (magic && memcmp(magic, ANN_MAGIC, 4) != 0)
+		return err_set(e, ERR_FORMAT, "bad magic %02x%02x%02x%02x", magic[0], magic[1], magic[2], magic[3]);
+	uint8_t ver = get_u8(&r, "version");
+	if (!r.rc && ver != ANN_VERSION)
+		return err_set(e, ver > ANN_VERSION ? ERR_UNSUPPORTED : ERR_FORMAT, "record version %u (this build reads %d)", ver, ANN_VERSION);
+	out->kind = get_u8(&r, "kind");
+	if (!r.rc && out->kind != ANN_SHARD && out->kind != ANN_TOMBSTONE) {
+		int rc = err_set(e, ERR_UNSUPPORTED, "record kind %u not supported", out->kind);
+		memset(out, 0, sizeof(*out));
+		return rc;
+	}
+	uint16_t flags = get_u16(&r, "flags");
+	if (!r.rc && flags != 0) {
+		memset(out, 0, sizeof(*out));
+		return err_set(e, ERR_FORMAT, "reserved flags 0x%04x set (offset 6)", flags);
+	}
+	get_bytes(&r, out->node_id, ANN_IDLEN, "node id");
+	out->timestamp_ms = get_u64(&r, "timestamp");
+	out->seq = get_u64(&r, "sequence");
+	get_bytes(&r, out->model_id, ANN_MODELLEN, "model id");
+	if (out->kind == ANN_SHARD) {
+		out->layer_a = get_u32(&r, "layer a");
+		out->layer_b = get_u32(&r, "layer b");
+		out->price = get_u64(&r, "price");
+		out->throughput_milli = get_u32(&r, "throughput");
+		out->free_sessions = get_u32(&r, "free sessions");
+		out->free_kv_bytes = get_u64(&r, "free KV bytes");
+		out->n_addrs = get_u8(&r, "address count");
+		if (!r.rc && (out->n_addrs == 0 || out->n_addrs > ANN_MAX_ADDRS)) {
+			int n = out->n_addrs;
+			memset(out, 0, sizeof(*out));
+			return err_set(e, ERR_RANGE, "%d addresses at offset %zu (want 1..%d)", n, r.off - 1, ANN_MAX_ADDRS);
+		}
+		for (int i = 0; !r.rc && i < out->n_addrs; i++) {
+			ann_addr_t *a = &out->addrs[i];
+			a->family = get_u8(&r, "address family");
+			if (!r.rc && a->family != 4 && a->family != 6) {
+				memset(out, 0, sizeof(*out));
+				return err_set(e, ERR_FORMAT, "address %d: family %u at offset %zu (want 4 or 6)", i, a->family, r.off - 1);
+			}
+			get_bytes(&r, a->ip, a->family == 4 ? 4 : 16, "address");
+			a->port = get_u16(&r, "port");
+		}
+		uint8_t sl = get_u8(&r, "version length");
+		if (!r.rc && sl > ANN_MAX_SWVER) {
+			memset(out, 0, sizeof(*out));
+			return err_set(e, ERR_RANGE, "software version of %u bytes at offset %zu (at most %d)", sl, r.off - 1, ANN_MAX_SWVER);
+		}
+		get_bytes(&r, out->sw_version, sl, "software version");
+		if (!r.rc && memchr(out->sw_version, 0, sl)) {
+			memset(out, 0, sizeof(*out));
+			return err_set(e, ERR_FORMAT, "NUL byte inside the software version");
+		}
+	}
+	take(&r, ANN_SIGLEN, "signature");
+	if (r.rc) {
+		memset(out, 0, sizeof(*out));
+		return r.rc;
+	}
+	if (r.off != len) {
+		memset(out, 0, sizeof(*out));
+		return err_set(e, ERR_FORMAT, "%zu trailing bytes after the signature (offset %zu)", len - r.off, r.off);
+	}
+	int rc = ann_check(out, e);
+	if (rc)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+int ann_decode(const uint8_t *buf, size_t len, uint32_t network, ann_t *out, err_msg_t *e)
+{
+	int rc = ann_parse_unverified(buf, len, out, e);
+	if (rc)
+		return rc;
+	if (sodium_init() < 0) {
+		memset(out, 0, sizeof(*out));
+		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
+	}
+	if (sig_verify(buf, len - ANN_SIGLEN, network, buf + len - ANN_SIGLEN, out->node_id) != 0) {
+		memset(out, 0, sizeof(*out));
+		return err_set(e, ERR_FORMAT, "bad signature (or another network, or another node's key)");
+	}
+	return 0;
+}
+
+int ann_check_time(const ann_t *a, uint64_t now_ms, uint64_t stale_ms, uint64_t skew_ms, err_msg_t *e)
+{
+	/* Written without sums that could wrap: timestamps are untrusted u64s. */
+	if (a->timestamp_ms > now_ms && a->timestamp_ms - now_ms > skew_ms)
+		return err_set(e, ERR_RANGE, "timestamp %llu ms is %llu ms in the future (tolerance %llu ms)",
+			(unsigned long long)a->timestamp_ms, (unsigned long long)(a->timestamp_ms - now_ms),
+			(unsigned long long)skew_ms);
+	if (a->timestamp_ms < now_ms && now_ms - a->timestamp_ms > stale_ms)
+		return err_set(e, ERR_RANGE, "record is stale: %llu ms old (bound %llu ms)",
+			(unsigned long long)(now_ms - a->timestamp_ms), (unsigned long long)stale_ms);
+	return 0;
+}
+
+void ann_addr_set(ann_addr_t *addr, int family, const void *ip, uint16_t port)
+{
+	memset(addr, 0, sizeof(*addr));
+	addr->family = (uint8_t)family;
+	addr->port = port;
+	memcpy(addr->ip, ip, family == 4 ? 4 : 16);
+}
+
+char *ann_addr_str(const ann_addr_t *addr, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (addr->family == 4) {
+		inet_ntop(AF_INET, addr->ip, ip, sizeof(ip));
+		snprintf(out, cap, "%s:%u", ip, addr->port);
+	} else {
+		inet_ntop(AF_INET6, addr->ip, ip, sizeof(ip));
+		snprintf(out, cap, "[%s]:%u", ip, addr->port);
+	}
+	return out;
+}
