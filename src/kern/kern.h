@@ -12,7 +12,9 @@
  *     number of rows t in the batch, on the thread count, or on tiling.
  *   - Each type's scalar `_ref` kernel defines that order; the AVX2 and
  *     AVX-512 kernels reproduce it, so results are bit-identical across ISAs
- *     (see kern.c for each type's canonical order).
+ *     (see quants_ref.c for each type's canonical order). This holds for
+ *     finite inputs; NaN or Inf activations give unspecified results, which
+ *     may differ between ISAs (callers must not feed them).
  */
 #ifndef COLONY_KERN_KERN_H
 #define COLONY_KERN_KERN_H
