@@ -212,11 +212,13 @@ int peer_send(peer_conn_t *c, const wire_msg_t *m, err_msg_t *e)
 	return conn_send(c, m, 0, e);
 }
 
-/* Internal replies: a peer that lets them pile up is not reading. */
+/* Internal replies (HELLO, PONG, probe data). peer_send stops at max_outq,
+ * so only these can take the queue past it: at twice the limit the peer has
+ * stopped reading our replies, and is cut off. */
 static void conn_reply(peer_conn_t *c, const wire_msg_t *m)
 {
 	err_msg_t e;
-	if (c->outq > c->net->cfg.max_outq) {
+	if (c->outq > 2 * c->net->cfg.max_outq) {
 		peer_close(c, "peer does not read (send queue full)");
 		return;
 	}
