@@ -194,8 +194,27 @@ static void on_peer_state(peer_conn_t *c, enum peer_state st, const char *why, v
 		struct known *k = find_known(n, pid);
 		if (k) {
 			k->dialing = 0;
-			if (!k->conn)
+			if (!k->conn) {
 				k->conn = c;
+			} else if (k->conn != c) {
+				/* Both sides dialed: keep the connection whose initiator has
+				 * the smaller node id. Both ends apply the same rule, so they
+				 * close the same one. */
+				peer_stats_t s_old, s_new;
+				peer_conn_stats(k->conn, &s_old);
+				peer_conn_stats(c, &s_new);
+				if (s_old.inbound != s_new.inbound) {
+					int me_smaller = memcmp(ident_pub(n->id), pid, IDENT_PUBLEN) < 0;
+					/* the new one was initiated by me iff it is outbound */
+					int keep_new = s_new.inbound ? !me_smaller : me_smaller;
+					peer_conn_t *drop = keep_new ? k->conn : c;
+					if (keep_new)
+						k->conn = c;
+					peer_close(drop, "duplicate connection");
+					if (drop == c)
+						return;
+				}
+			}
 		}
 		peer_conn_set_user(c, NULL);
 		if (peer_probe(c, NODE_PROBE_BYTES) != 0)

@@ -55,6 +55,9 @@ sleep 1.5
 "$BIN" peers --home "$TMP/n1" --json | python3 -c "import json,sys
 ps=[json.loads(l) for l in sys.stdin if l.startswith('{')]
 sys.exit(0 if any(p['rtt_ms'] >= 0 for p in ps) else 1)" && ok "RTT measured" || fail "no RTT measured"
+sleep 1
+conns=$("$BIN" peers --home "$TMP/n1" --status | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["connections"])')
+[ "$conns" -le 5 ] && ok "one connection per peer pair ($conns for 5 peers)" || fail "$conns connections for 5 peers"
 
 # SIGKILL: gone once stale (<= STALE + refresh + lookup period), not before the tombstone-less bound.
 id3=$(node_id 3)
