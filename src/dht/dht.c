@@ -765,8 +765,14 @@ int dht_node_watch(dht_node_t *n, const uint8_t model_id[ANN_MODELLEN], dht_chan
 	pthread_mutex_unlock(&n->mu);
 	dht_op_token *t = dht_runner_listen(n->runner, &key, on_listen_value, on_listen_gone, v);
 	pthread_mutex_lock(&n->mu);
-	v->listen = t;
+	int keep = v->watched && !v->listen;
+	if (keep)
+		v->listen = t;
 	pthread_mutex_unlock(&n->mu);
+	if (!keep) {   /* unwatched (or re-watched) by another thread meanwhile */
+		dht_runner_cancel_listen(n->runner, &key, t);
+		dht_op_token_delete(t);
+	}
 	return 0;
 }
 

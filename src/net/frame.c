@@ -108,12 +108,11 @@ int frame_feed(frame_chan_t *f, const uint8_t *in, size_t n, size_t *consumed,
 	if (f->failed)
 		return err_set(e, ERR_INVAL, "frame channel is closed after an earlier error");
 	if (f->delivered) {
-		/* The plaintext handed out last time is no longer the caller's. */
+		/* The plaintext handed out last time is no longer the caller's; a
+		 * big buffer goes back (wiped), a small one is reused. */
 		f->delivered = 0;
 		if (f->buf_cap > FRAME_KEEP_BUF)
 			buf_release(f);
-		else if (f->last_len)
-			sodium_memzero(f->buf, f->last_len);
 	}
 	size_t pos = 0;
 	while (pos < n) {
@@ -143,16 +142,24 @@ int frame_feed(frame_chan_t *f, const uint8_t *in, size_t n, size_t *consumed,
 			f->in_body = 1;
 			continue;
 		}
-		size_t take = f->need - f->have;
-		if (take > n - pos)
-			take = n - pos;
-		memcpy(f->buf + f->have, in + pos, take);
-		f->have += (uint32_t)take;
-		pos += take;
-		if (f->have < f->need)
-			break;
+		const uint8_t *ct = f->buf;
+		if (f->have == 0 && n - pos >= f->need) {
+			/* The whole ciphertext is in the caller's chunk: decrypt it
+			 * from there, sparing a copy. */
+			ct = in + pos;
+			pos += f->need;
+		} else {
+			size_t take = f->need - f->have;
+			if (take > n - pos)
+				take = n - pos;
+			memcpy(f->buf + f->have, in + pos, take);
+			f->have += (uint32_t)take;
+			pos += take;
+			if (f->have < f->need)
+				break;
+		}
 		*consumed = pos;
-		int rc = noise_cipher_decrypt(&f->rx, f->hdr, FRAME_HDR, f->buf, f->need, f->buf);
+		int rc = noise_cipher_decrypt(&f->rx, f->hdr, FRAME_HDR, ct, f->need, f->buf);
 		if (rc)
 			return feed_fail(f, err_set(e, rc, rc == ERR_FORMAT
 				? "frame %llu: authentication failed (bad MAC: corrupted, forged or out of order)"
@@ -163,7 +170,6 @@ int frame_feed(frame_chan_t *f, const uint8_t *in, size_t n, size_t *consumed,
 		f->in_body = 0;
 		f->hdr_have = 0;
 		f->delivered = 1;
-		f->last_len = (uint32_t)len;
 		*plain = f->buf;
 		*plain_len = len;
 		return 0;

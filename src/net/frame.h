@@ -65,7 +65,6 @@ typedef struct frame_chan {
 	uint8_t delivered;       /* buf holds a plaintext handed out last call */
 	uint8_t failed;
 	uint32_t need, have;     /* ciphertext bytes of the frame, received so far */
-	uint32_t last_len;       /* plaintext length handed out */
 	uint8_t *buf;
 	size_t buf_cap;
 } frame_chan_t;

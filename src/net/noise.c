@@ -514,8 +514,9 @@ enum noise_action noise_hs_action(const noise_hs_t *hs)
 	return ((hs->msg % 2 == 0) == (hs->initiator != 0)) ? NOISE_ACTION_WRITE : NOISE_ACTION_READ;
 }
 
-/* Size of message m with a payload of plen bytes, tracking when a key appears. */
-static size_t msg_size(const noise_hs_t *hs, int m, size_t plen)
+/* Size of message m with a payload of plen bytes, tracking when a key
+ * appears; *keyed (may be NULL) tells whether the payload is encrypted. */
+static size_t msg_size(const noise_hs_t *hs, int m, size_t plen, int *keyed)
 {
 	int has_key = hs->cs.has_key;
 	size_t n = 0;
@@ -534,6 +535,8 @@ static size_t msg_size(const noise_hs_t *hs, int m, size_t plen)
 			break;
 		}
 	}
+	if (keyed)
+		*keyed = has_key;
 	return n + plen + (has_key ? NOISE_TAGLEN : 0);
 }
 
@@ -541,7 +544,7 @@ size_t noise_hs_write_size(const noise_hs_t *hs, size_t plen)
 {
 	if (noise_hs_action(hs) != NOISE_ACTION_WRITE)
 		return 0;
-	return msg_size(hs, hs->msg, plen);
+	return msg_size(hs, hs->msg, plen, NULL);
 }
 
 static const char *tok_name(int t)
@@ -608,28 +611,14 @@ static void msg_done(noise_hs_t *hs)
 		hs->state = HS_COMPLETE;
 }
 
-/* The tokens of the next message: size in bytes, whether a key exists
- * after them. */
-static size_t tokens_size(const noise_hs_t *hs, int *has_key_after)
-{
-	size_t full = msg_size(hs, hs->msg, 0);
-	int has_key = hs->cs.has_key;
-	for (int t = 0; t < hs->pat.n_toks[hs->msg]; t++) {
-		int k = hs->pat.toks[hs->msg][t];
-		if (k != T_S && (k != T_E || hs->pat.n_psk))
-			has_key = 1;
-	}
-	*has_key_after = has_key;
-	return full - (has_key ? NOISE_TAGLEN : 0);
-}
-
 int noise_hs_write_tokens(noise_hs_t *hs, uint8_t *out, size_t cap, size_t *out_len, err_msg_t *e)
 {
 	*out_len = 0;
 	if (noise_hs_action(hs) != NOISE_ACTION_WRITE || hs->mid)
 		return err_set(e, ERR_INVAL, "handshake: not our turn to write (message %d)", hs->msg + 1);
-	int hk;
-	size_t need = tokens_size(hs, &hk);
+	int keyed;
+	size_t need = msg_size(hs, hs->msg, 0, &keyed);
+	need -= keyed ? NOISE_TAGLEN : 0;   /* the tokens alone */
 	if (need > cap)
 		return err_set(e, ERR_FULL, "handshake message %d needs %zu bytes for its keys, buffer holds %zu",
 			hs->msg + 1, need, cap);
@@ -707,7 +696,7 @@ int noise_hs_write(noise_hs_t *hs, const uint8_t *payload, size_t plen,
 	*out_len = 0;
 	if (noise_hs_action(hs) != NOISE_ACTION_WRITE || hs->mid)
 		return err_set(e, ERR_INVAL, "handshake: not our turn to write (message %d)", hs->msg + 1);
-	size_t need = msg_size(hs, hs->msg, plen);
+	size_t need = msg_size(hs, hs->msg, plen, NULL);
 	if (need > NOISE_MAX_MSG)
 		return err_set(e, ERR_RANGE, "handshake message %d would take %zu bytes (max %d)",
 			hs->msg + 1, need, NOISE_MAX_MSG);

@@ -24,7 +24,10 @@
  * fixed (32, 193, 161) and any other is refused before buffering.
  *
  * Pure code: the caller feeds received bytes in arbitrary chunks and sends
- * whatever comes out.
+ * whatever comes out. Each handshake in progress holds one sodium_malloc
+ * block (its keys: about 16 KiB of address space in 3-4 mappings, locked
+ * when allowed) until it is split or freed, so a server should cap the
+ * handshakes it runs at once.
  */
 #ifndef COLONY_NET_NOISE_XX_H
 #define COLONY_NET_NOISE_XX_H
