@@ -6,18 +6,20 @@
  * All nodes run in this process on 127.0.0.1 (ephemeral UDP ports, a random
  * private network id, default refresh and staleness), each bootstrapped from
  * a random earlier node, each announcing one shard record of the same model.
- * Per trial a new node starts, bootstraps, announces; the clock starts just
- * before it is created. Two ways of seeing it are timed, for every other node:
+ * Per trial a new node starts, bootstraps from a random node, announces; the
+ * clock starts just before it is created. Two ways of seeing it are timed,
+ * for every old node, in separate trials (so neither helps the other):
+ *   pull  each old node runs lookups back to back on its own thread (no
+ *         watches anywhere); time until a lookup returns the new node;
  *   push  each old node watches the model (OpenDHT listen); time until its
- *         change callback finds the new node in its view;
- *   pull  each old node runs lookups back to back on its own thread; time
- *         until a lookup returns the new node.
+ *         change callback finds the new node in its view.
  * Memory: one reader's view is filled with `records` distinct nodes' records
- * (put by a helper node); reports the view's bytes per record (our cost) and
- * the process RSS growth per record at two points: after the puts (the DHT
- * nodes' storage replicas, OpenDHT's cost) and after the reader's lookup (its
- * search cache plus our view).
+ * (put by helper nodes). Reported: the view's bytes per record (our cost),
+ * and the growth of the process heap (glibc mallinfo2: every live malloc and
+ * C++ new, OpenDHT's included) per record after the puts (the DHT nodes'
+ * stored replicas) and after the reader's lookup (its search cache and view).
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,13 +38,18 @@ static uint32_t g_net;
 static uint8_t g_model[32];
 static dht_node_t *g_nodes[MAXN];
 static uint8_t g_sk[MAXN][64], g_pk[MAXN][32];
-static int g_n;
 
 /* The node being timed, and when it started. */
 static atomic_int g_target = -1;
 static double g_t0;
 static double g_push_s[MAXN], g_pull_s[MAXN];
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static double heap_bytes(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+	return (double)mi.uordblks + (double)mi.hblkhd;
+}
 
 static long rss_kib(void)
 {
@@ -169,8 +176,8 @@ int main(int argc, char **argv)
 	int nodes = argc > 1 ? atoi(argv[1]) : 30;
 	int trials = argc > 2 ? atoi(argv[2]) : 5;
 	int records = argc > 3 ? atoi(argv[3]) : 1000;
-	if (nodes < 2 || nodes + trials + 2 > MAXN || records < 1 || records > (int)DHT_MAX_RECORDS_DEFAULT) {
-		fprintf(stderr, "usage: bench_dht [nodes 2..] [trials] [records 1..%u]\n", DHT_MAX_RECORDS_DEFAULT);
+	if (nodes < 9 || nodes + 2 * trials + 2 > MAXN || records < 1 || records > (int)DHT_MAX_RECORDS_DEFAULT) {
+		fprintf(stderr, "usage: bench_dht [nodes 9..] [trials] [records 1..%u]\n", DHT_MAX_RECORDS_DEFAULT);
 		return 1;
 	}
 	if (sodium_init() < 0)
@@ -190,67 +197,79 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < nodes; i++)
 		announce(i);
-	g_n = nodes;
 	/* Converge: every node sees all. */
 	ann_t *out = malloc(MAXN * sizeof(ann_t));
 	int all = 0;
 	while (!all && clock_sec() - t < 60) {
 		all = 1;
-		printf("%6.2f:", clock_sec() - t);
 		for (int i = 0; i < nodes; i++) {
 			size_t n = 0;
-			double tl = clock_sec();
 			if (dht_node_lookup(g_nodes[i], g_model, 2000, out, MAXN, &n) != 0 || n < (size_t)nodes)
 				all = 0;
-			printf(" %zu(%.2f)", n, clock_sec() - tl);
 		}
-		printf("\n");
 	}
 	printf("swarm of %d nodes on 127.0.0.1: all see all %d records after %.2f s (%s); RSS %ld KiB (%.0f KiB/node)\n",
 		nodes, nodes, clock_sec() - t, all ? "converged" : "NOT converged", rss_kib(),
 		(double)(rss_kib() - rss0) / nodes);
-	for (int i = 0; i < nodes; i++)
-		if (dht_node_watch(g_nodes[i], g_model, on_change, (void *)(intptr_t)i) != 0)
-			return 1;
-	usleep(500000);
-
 	double *push = malloc(sizeof(double) * (size_t)(nodes * trials));
 	double *pull = malloc(sizeof(double) * (size_t)(nodes * trials));
-	int np = 0;
-	for (int tr = 0; tr < trials; tr++) {
-		int idx = nodes + tr;
-		for (int i = 0; i < MAXN; i++)
-			g_push_s[i] = g_pull_s[i] = -1;
-		g_t0 = clock_sec();
-		atomic_store(&g_target, idx);
-		snprintf(boot, sizeof(boot), "127.0.0.1:%u", dht_node_port(g_nodes[randombytes_uniform((uint32_t)nodes)]));
-		g_nodes[idx] = start(idx, boot);
-		announce(idx);
-		pthread_t th[MAXN];
-		for (int i = 0; i < nodes; i++)
-			pthread_create(&th[i], NULL, puller, (void *)(intptr_t)i);
-		for (int i = 0; i < nodes; i++)
-			pthread_join(th[i], NULL);
-		/* Push results have had at least as long as the slowest pull. */
-		int seen_push = 0, seen_pull = 0;
-		pthread_mutex_lock(&g_mu);
-		for (int i = 0; i < nodes; i++) {
-			push[np] = g_push_s[i];
-			pull[np] = g_pull_s[i];
-			seen_push += push[np] >= 0;
-			seen_pull += pull[np] >= 0;
-			np++;
+	int n_push = 0, n_pull = 0;
+	for (int phase = 0; phase < 2; phase++) {
+		if (phase == 1) {
+			for (int i = 0; i < nodes; i++)
+				if (dht_node_watch(g_nodes[i], g_model, on_change, (void *)(intptr_t)i) != 0)
+					return 1;
+			usleep(1000000);   /* the listens' initial values */
 		}
-		pthread_mutex_unlock(&g_mu);
-		atomic_store(&g_target, -1);
-		printf("trial %d: new node seen by %d/%d watchers, %d/%d lookups\n", tr, seen_push, nodes, seen_pull, nodes);
+		for (int tr = 0; tr < trials; tr++) {
+			int idx = nodes + phase * trials + tr;
+			for (int i = 0; i < MAXN; i++)
+				g_push_s[i] = g_pull_s[i] = -1;
+			snprintf(boot, sizeof(boot), "127.0.0.1:%u",
+				dht_node_port(g_nodes[randombytes_uniform((uint32_t)nodes)]));
+			g_t0 = clock_sec();
+			atomic_store(&g_target, idx);
+			g_nodes[idx] = start(idx, boot);
+			announce(idx);
+			if (phase == 0) {
+				pthread_t th[MAXN];
+				for (int i = 0; i < nodes; i++)
+					pthread_create(&th[i], NULL, puller, (void *)(intptr_t)i);
+				for (int i = 0; i < nodes; i++)
+					pthread_join(th[i], NULL);
+			} else {
+				int seen = 0;
+				while (seen < nodes && clock_sec() - g_t0 < 20) {
+					usleep(10000);
+					pthread_mutex_lock(&g_mu);
+					seen = 0;
+					for (int i = 0; i < nodes; i++)
+						seen += g_push_s[i] >= 0;
+					pthread_mutex_unlock(&g_mu);
+				}
+			}
+			atomic_store(&g_target, -1);
+			int seen = 0;
+			pthread_mutex_lock(&g_mu);
+			for (int i = 0; i < nodes; i++) {
+				double v = phase ? g_push_s[i] : g_pull_s[i];
+				seen += v >= 0;
+				if (phase)
+					push[n_push++] = v;
+				else
+					pull[n_pull++] = v;
+			}
+			pthread_mutex_unlock(&g_mu);
+			printf("%s trial %d: new node seen by %d/%d nodes\n", phase ? "push" : "pull", tr, seen, nodes);
+		}
 	}
-	printf("time for a new node to appear, from its start (%d nodes x %d trials):\n", nodes, trials);
-	summary("push", push, np);
-	summary("pull", pull, np);
+	printf("time for a new node to appear in the others' views, from its start (%d nodes x %d trials each):\n",
+		nodes, trials);
+	summary("pull", pull, n_pull);
+	summary("push", push, n_push);
 
 	/* Memory per known record. */
-	for (int i = 0; i < nodes + trials; i++) {
+	for (int i = 0; i < nodes + 2 * trials; i++) {
 		dht_node_free(g_nodes[i]);
 		g_nodes[i] = NULL;
 	}
@@ -263,7 +282,7 @@ int main(int argc, char **argv)
 	uint8_t model2[32];
 	randombytes_buf(model2, sizeof(model2));
 	usleep(500000);
-	long rss_a = rss_kib();
+	double heap_a = heap_bytes();
 	uint64_t now = dht_now_ms();
 	for (int r = 0; r < records; r++) {
 		uint8_t pk[32], sk[64], buf[ANN_MAX_SIZE];
@@ -290,14 +309,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	long rss_b = rss_kib();
+	double heap_b = heap_bytes();
 	size_t n = 0;
 	double tl = clock_sec();
 	ann_t *big = malloc((size_t)records * sizeof(ann_t));
 	if (dht_node_lookup(g_nodes[reader], model2, 10000, big, (size_t)records, &n) != 0)
 		return 1;
 	tl = clock_sec() - tl;
-	long rss_c = rss_kib();
+	double heap_c = heap_bytes();
 	ann_store_stats_t st;
 	size_t bytes = 0;
 	if (dht_node_view_stats(g_nodes[reader], model2, &st, &bytes) != 0)
@@ -305,8 +324,8 @@ int main(int argc, char **argv)
 	printf("memory: %d records of %zu bytes on the wire (2 addresses)\n", records, (size_t)(88 + 33 + 7 + 19 + 13 + 64));
 	printf("  reader's lookup returned %zu in %.2f s; view %zu bytes = %.0f bytes/record (sizeof(ann_t) = %zu)\n",
 		n, tl, bytes, n ? (double)bytes / (double)n : 0.0, sizeof(ann_t));
-	printf("  process RSS: +%.0f bytes/record after the puts (DHT storage, all replicas), +%.0f bytes/record after the lookup (reader)\n",
-		(double)(rss_b - rss_a) * 1024.0 / records, (double)(rss_c - rss_b) * 1024.0 / records);
+	printf("  process heap: +%.0f bytes/record after the puts (stored by the DHT nodes, every replica), +%.0f bytes/record after the reader's lookup\n",
+		(heap_b - heap_a) / records, (heap_c - heap_b) / records);
 	for (int i = 0; i <= reader; i++)
 		dht_node_free(g_nodes[i]);
 	free(big);

@@ -62,6 +62,7 @@ typedef struct announce {
 	dht_infohash key;
 	uint64_t value_id;        /* OpenDHT id of the last put, to stop re-announcing it */
 	uint64_t next_mono_ms;    /* next refresh, monotonic */
+	int early;                /* early re-announcements done (see early_delay) */
 } announce_t;
 
 struct dht_node {
@@ -310,6 +311,22 @@ static void on_listen_gone(void *ud)
 
 /* ---- publishing --------------------------------------------------------- */
 
+/* A value put while the node's routing table is still filling lands on nodes
+ * that are not the key's closest, where later lookups never ask (measured: in
+ * a 30-node loopback swarm one announcement in ten stayed invisible to part of
+ * the swarm until the next refresh). So a new announcement is re-published a
+ * few times early, by which time the table has converged, then every
+ * refresh_ms. */
+static const uint64_t early_ms[] = { 1000, 3000, 10000, 30000 };
+#define N_EARLY ((int)(sizeof(early_ms) / sizeof(early_ms[0])))
+
+static uint64_t early_delay(const dht_node_t *n, int early)
+{
+	if (early < N_EARLY && early_ms[early] < n->refresh_ms)
+		return early_ms[early];
+	return n->refresh_ms;
+}
+
 static uint64_t next_seq(dht_node_t *n, uint64_t now_ms)
 {
 	uint64_t s = n->last_seq + 1 > now_ms ? n->last_seq + 1 : now_ms;
@@ -396,7 +413,7 @@ static void *timer_main(void *arg)
 			if (a->next_mono_ms <= now) {
 				a->rec.timestamp_ms = wall;
 				a->rec.seq = next_seq(n, wall);
-				a->next_mono_ms = now + n->refresh_ms;
+				a->next_mono_ms = now + early_delay(n, ++a->early);
 				due[k] = a->rec;
 				idx[k++] = i;
 			}
@@ -614,7 +631,8 @@ int dht_node_announce(dht_node_t *n, const ann_t *rec, err_msg_t *e)
 	a->rec = r;
 	a->key = infohash_of(n->network, r.model_id);
 	a->value_id = 0;
-	a->next_mono_ms = mono_ms() + n->refresh_ms;
+	a->early = 0;
+	a->next_mono_ms = mono_ms() + early_delay(n, 0);
 	dht_infohash key = a->key;
 	pthread_cond_broadcast(&n->cv);   /* the timer recomputes its deadline */
 	pthread_mutex_unlock(&n->mu);

@@ -17,7 +17,17 @@
  * readers keep only the highest sequence per node. Sequence numbers are
  * max(previous + 1, wall-clock ms): a restarted node with the same key is
  * above its earlier records without having to remember them (as long as its
- * clock does not step back by more than the time it was down).
+ * clock does not step back by more than the time it was down). A new
+ * announcement is also re-published 1, 4, 14 and 44 s after it is made: a
+ * value put while the routing table is still filling can land away from the
+ * key's closest nodes, where lookups do not look.
+ *
+ * Lookups and watches. A lookup is one OpenDHT get; OpenDHT answers repeated
+ * gets on a key partly from its own recent replies, so a lookup can miss a
+ * record published a moment ago (measured on 30 loopback nodes: a new node
+ * shows up in back-to-back lookups after about 2 s, at worst 8 s). A watch
+ * (OpenDHT listen) is pushed new records as they are stored (a few ms on
+ * loopback): use one for a model you keep routing to.
  *
  * Freshness (defaults; all configurable, tests use short ones):
  *     refresh_ms = 60 s, stale_ms = 3 x refresh_ms = 180 s, skew_ms = 30 s.
