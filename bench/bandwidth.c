@@ -2,8 +2,10 @@
  * buffer, split in contiguous parts, several repetitions; prints the best
  * and the mean GB/s.
  *
- * usage: bandwidth [threads (2)] [MiB (1024)] [repetitions (10)]
+ * usage: bandwidth [threads (2)] [MiB (1024)] [repetitions (10)] [huge]
+ *   huge: back the buffer with 2 MiB transparent huge pages (madvise)
  */
+#include <sys/mman.h>
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +50,11 @@ int main(int argc, char **argv)
 	job_t j = { 0 };
 	j.size = mib << 20;
 	char *buf = NULL;
-	if (posix_memalign((void **)&buf, 4096, j.size) != 0)
+	int huge = argc > 4 && !strcmp(argv[4], "huge");
+	if (posix_memalign((void **)&buf, huge ? (2u << 20) : 4096, j.size) != 0)
 		return 1;
+	if (huge && madvise(buf, j.size, MADV_HUGEPAGE) != 0)
+		perror("madvise(MADV_HUGEPAGE)");
 	memset(buf, 1, j.size);             /* fault every page in */
 	j.buf = buf;
 	pool_t *pool = pool_new(nth);
@@ -65,8 +70,8 @@ int main(int argc, char **argv)
 		if (gbs > best)
 			best = gbs;
 	}
-	printf("read bandwidth, %d threads, %zu MiB x %d: best %.2f GB/s, mean %.2f GB/s\n",
-	       nth, mib, reps, best, sum / reps);
+	printf("read bandwidth, %d threads, %zu MiB x %d%s: best %.2f GB/s, mean %.2f GB/s\n",
+	       nth, mib, reps, huge ? ", huge pages" : "", best, sum / reps);
 	pool_free(pool);
 	free(buf);
 	return 0;

@@ -27,6 +27,7 @@ static void usage(FILE *f)
 		"  -r, --reps N         repetitions (default 5)\n"
 		"  --kv f32|f16         KV cache type (default f32)\n"
 		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
+		"  --mmap               map the model file instead of loading it into huge pages\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
 
@@ -46,11 +47,16 @@ int cmd_bench(int argc, char **argv)
 	const char *path = NULL;
 	long np = 128, ng = 64, nt = 2, reps = 5;
 	enum fwd_kv_type kv = FWD_KV_F32;
+	int use_mmap = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(stdout);
 			return 0;
+		}
+		if (!strcmp(a, "--mmap")) {
+			use_mmap = 1;
+			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
 			return CMD_EXIT_USAGE;
@@ -83,7 +89,7 @@ int cmd_bench(int argc, char **argv)
 	}
 	gguf_t *g;
 	model_t *m;
-	int rc = opt_open_model(path, &g, &m);
+	int rc = opt_open_model(path, use_mmap, &g, &m);
 	if (rc)
 		return rc;
 	pool_t *pool = pool_new((int)nt);
@@ -137,9 +143,9 @@ int cmd_bench(int argc, char **argv)
 				   L->w_up.rows * L->w_up.cols + L->w_down.rows * L->w_down.cols);
 	}
 	params += (double)m->output.rows * (double)m->output.cols;
-	printf("model: %s (%s, %d layers, dim %d), weights read per token %s, threads %ld, kernels %s\n", path,
+	printf("model: %s (%s, %d layers, dim %d), weights read per token %s, threads %ld, kernels %s, %s\n", path,
 	       m->hp.arch, m->hp.n_layer, m->hp.n_embd, opt_bytes(wbytes, b1, sizeof(b1)), nt,
-	       kern_isa_name(kern_isa_active()));
+	       kern_isa_name(kern_isa_active()), use_mmap ? "file mapped" : "huge pages");
 	printf("%-8s %8s %14s %10s %12s\n", "test", "tokens", "tokens/s", "+/-", "derived");
 	double mean, sd;
 	if (np > 0) {

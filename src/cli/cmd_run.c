@@ -41,6 +41,7 @@ static void usage(FILE *f)
 		"  --kv f32|f16           KV cache type (default f32)\n"
 		"  --logits-out FILE      write the float32 logits of the last prompt position\n"
 		"  --ignore-eos           keep generating past end-of-generation tokens\n"
+		"  --mmap                 map the model file instead of loading it into huge pages\n"
 		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
 		"  --ranges N             run the layers as N separate ranges (as a pipeline would)\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
@@ -49,7 +50,7 @@ static void usage(FILE *f)
 struct run_opts {
 	const char *model, *prompt, *prompt_file, *logits_out;
 	long n_predict, threads, ctx, ranges;
-	int kv, ignore_eos;
+	int kv, ignore_eos, use_mmap;
 	smp_params_t sp;
 };
 
@@ -73,6 +74,10 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		}
 		if (!strcmp(a, "--ignore-eos")) {
 			o->ignore_eos = 1;
+			continue;
+		}
+		if (!strcmp(a, "--mmap")) {
+			o->use_mmap = 1;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -200,7 +205,7 @@ int cmd_run(int argc, char **argv)
 	int32_t *toks = NULL;
 	char *prompt_buf = NULL, *out = NULL;
 	err_msg_t e = { { 0 } };
-	int rc = opt_open_model(model_path, &g, &m);
+	int rc = opt_open_model(model_path, o.use_mmap, &g, &m);
 	if (synth_path[0])
 		unlink(synth_path);   /* the mapping stays valid */
 	if (rc)

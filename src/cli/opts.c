@@ -84,11 +84,11 @@ int opt_isa(const char *s)
 	return -1;
 }
 
-int opt_open_model(const char *path, gguf_t **g, model_t **m)
+int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m)
 {
 	err_msg_t e = { { 0 } };
 	*m = NULL;
-	int r = gguf_open(path, g, &e);
+	int r = gguf_open_ex(path, use_mmap ? 0 : GGUF_OPEN_HUGE, g, &e);
 	if (r) {
 		fprintf(stderr, "colony: %s: %s\n", path, e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_IO || r == ERR_NOTFOUND ? CMD_EXIT_ERROR : CMD_EXIT_BADFILE;

