@@ -36,6 +36,8 @@ static void node_usage(FILE *f)
 		"  --model M            GGUF model to serve\n"
 		"  --layers A:B         serve layers A..B-1 (default: all)\n"
 		"  --price X            micro-units per 1M tokens (default 0)\n"
+		"  --kv-mem SIZE        KV-cache memory for the sessions served, e.g. 512M, 2G\n"
+		"                       (default 512M); sessions that do not fit are refused\n"
 		"  --watch MODEL_ID     follow the nodes of a model without serving it\n"
 		"  --refresh-ms N       re-announce period (default 60000); records go stale after\n"
 		"                       3x this (or --stale-ms)\n"
@@ -57,6 +59,28 @@ static int parse_layers(const char *s, int *a, int *b)
 		return -1;
 	*a = (int)x;
 	*b = (int)y;
+	return 0;
+}
+
+/* "512M", "2G", "65536": bytes with an optional K/M/G/T suffix (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return -1;
+	unsigned long long v = strtoull(s, &end, 10);
+	int shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v == 0 || v > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 
@@ -125,6 +149,11 @@ int cmd_node(int argc, char **argv)
 			}
 		} else if (!strcmp(a, "--price")) {
 			if (opt_u64(a, v, &c.price)) return CMD_EXIT_USAGE;
+		} else if (!strcmp(a, "--kv-mem")) {
+			if (parse_size(v, &c.kv_mem)) {
+				fprintf(stderr, "colony: --kv-mem expects a size such as 512M or 2G, got '%s'\n", v);
+				return CMD_EXIT_USAGE;
+			}
 		} else if (!strcmp(a, "--refresh-ms")) {
 			if (opt_u64(a, v, &c.refresh_ms) || c.refresh_ms < 100) {
 				fprintf(stderr, "colony: --refresh-ms must be at least 100\n");

@@ -12,12 +12,14 @@
 #include <uv.h>
 
 #include "base/log.h"
+#include "base/pool.h"
 #include "dht/dht.h"
 #include "model/gguf.h"
 #include "model/manifest.h"
 #include "model/model.h"
 #include "net/ident.h"
 #include "net/peer.h"
+#include "swarm/shard.h"
 
 #define NODE_MAX_KNOWN 1024
 #define NODE_LOOKUP_MS 2000
@@ -26,6 +28,8 @@
 #define NODE_PROBE_BYTES (256u << 10)
 #define NODE_DIAL_BACKOFF_MS 2000
 #define NODE_SOFTWARE "colony/0.1.0"
+#define NODE_SHARD_TICK_MS 1000
+#define NODE_CAPACITY_ANNOUNCE_MS 5000   /* at most one capacity re-announce per period */
 
 struct known {
 	ann_t rec;
@@ -59,6 +63,14 @@ struct node {
 	struct known *known;
 	size_t n_known;
 	int stopping;
+	/* Shard server (serving nodes): steps run on a libuv worker. */
+	shard_t *shard;
+	pool_t *pool;
+	uv_work_t step_work;
+	int step_busy;
+	uv_timer_t t_shard;
+	ann_t ann;                  /* our announcement, re-sent when capacity changes */
+	uint64_t ann_sent_ms;
 };
 
 void node_cfg_default(node_cfg_t *c)
@@ -222,6 +234,8 @@ static void on_peer_state(peer_conn_t *c, enum peer_state st, const char *why, v
 		return;
 	}
 	if (st == PEER_CLOSED) {
+		if (n->shard)
+			shard_drop_client(n->shard, c);   /* its sessions die with it */
 		for (size_t i = 0; i < n->n_known; i++) {
 			struct known *k = &n->known[i];
 			if (k->conn == c) {
@@ -237,19 +251,87 @@ static void on_peer_state(peer_conn_t *c, enum peer_state st, const char *why, v
 	}
 }
 
+static void shard_kick(struct node *n);
+
 static void on_peer_msg(peer_conn_t *c, const wire_msg_t *m, void *user)
 {
-	/* The shard messages are served by the swarm layer; until then refuse. */
+	struct node *n = user;
+	if (n->shard && (m->type == WIRE_OPEN_SESSION || m->type == WIRE_FORWARD || m->type == WIRE_CLOSE_SESSION)) {
+		if (shard_handle(n->shard, c, m) == 0)
+			shard_kick(n);
+		return;
+	}
+	/* A node that serves no layers refuses sessions. */
 	if (m->type == WIRE_OPEN_SESSION) {
 		wire_msg_t r;
 		memset(&r, 0, sizeof(r));
 		r.type = WIRE_OPEN_ERR;
 		r.u.error.session_id = m->u.open.session_id;
 		r.u.error.code = WIRE_E_UNSUPPORTED;
-		snprintf(r.u.error.msg, sizeof(r.u.error.msg), "this node does not serve sessions yet");
+		snprintf(r.u.error.msg, sizeof(r.u.error.msg), "this node serves no layers");
 		err_msg_t e;
 		if (peer_send(c, &r, &e) != 0)
 			log_debug("node", "reply failed: %s", e.msg);
+	}
+}
+
+/* ---- shard server: messages on the loop, steps on a libuv worker thread
+ * (shard.h's threading contract: begin and end here, run on the worker). */
+
+static void shard_reply(void *user, void *client, const wire_msg_t *m)
+{
+	struct node *n = user;
+	err_msg_t e;
+	if (n->stopping)
+		return;
+	if (peer_send(client, m, &e) != 0)
+		log_debug("node", "shard reply %s not sent: %s", wire_type_name(m->type), e.msg);
+}
+
+static void step_work(uv_work_t *w)
+{
+	struct node *n = w->data;
+	shard_step_run(n->shard);
+}
+
+static void step_done(uv_work_t *w, int status)
+{
+	struct node *n = w->data;
+	n->step_busy = 0;
+	shard_step_end(n->shard);
+	shard_kick(n);
+}
+
+static void shard_kick(struct node *n)
+{
+	if (n->step_busy || n->stopping || !shard_step_begin(n->shard))
+		return;
+	n->step_busy = 1;
+	n->step_work.data = n;
+	if (uv_queue_work(&n->loop, &n->step_work, step_work, step_done) != 0) {
+		/* No worker: compute here rather than drop the batch. */
+		n->step_busy = 0;
+		shard_step_run(n->shard);
+		shard_step_end(n->shard);
+	}
+}
+
+static void on_shard_timer(uv_timer_t *t)
+{
+	struct node *n = t->data;
+	uint64_t now = uv_now(&n->loop);
+	shard_tick(n->shard, now);
+	uint32_t fs;
+	uint64_t fk;
+	shard_free_capacity(n->shard, &fs, &fk);
+	if ((fs != n->ann.free_sessions || fk != n->ann.free_kv_bytes) &&
+	    now - n->ann_sent_ms >= NODE_CAPACITY_ANNOUNCE_MS && !n->stopping) {
+		err_msg_t e;
+		n->ann.free_sessions = fs;
+		n->ann.free_kv_bytes = fk;
+		n->ann_sent_ms = now;
+		if (dht_node_announce(n->dht, &n->ann, &e) != 0)
+			log_debug("node", "capacity re-announce failed: %s", e.msg);
 	}
 }
 
@@ -486,6 +568,23 @@ static int start(struct node *n, err_msg_t *e)
 		if ((r = manifest_model_id(n->gguf, NULL, n->model_id, e)))
 			return r;
 		n->serving = n->watching = 1;
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		n->pool = pool_new(ncpu < 1 ? 1 : ncpu > 16 ? 16 : (int)ncpu);
+		shard_cfg_t sc;
+		shard_cfg_default(&sc);
+		sc.model = n->model;
+		sc.layer_a = n->cfg.layer_a;
+		sc.layer_b = n->cfg.layer_b;
+		memcpy(sc.model_id, n->model_id, WIRE_MODEL_ID_LEN);
+		if (cfg->kv_mem)
+			sc.kv_mem = cfg->kv_mem;
+		sc.pool = n->pool;
+		sc.reply = shard_reply;
+		sc.user = n;
+		if (!n->pool)
+			return err_set(e, ERR_NOMEM, "cannot start the compute threads");
+		if ((r = shard_new(&sc, &n->shard, e)))
+			return r;
 		char mid[65];
 		log_info("node", "serving layers [%d, %d) of %s (model %s)", n->cfg.layer_a, n->cfg.layer_b,
 			 cfg->model_path, manifest_id_hex(n->model_id, mid));
@@ -541,8 +640,7 @@ static int start(struct node *n, err_msg_t *e)
 		rec.layer_a = (uint32_t)n->cfg.layer_a;
 		rec.layer_b = (uint32_t)n->cfg.layer_b;
 		rec.price = cfg->price;
-		rec.free_sessions = 64;
-		rec.free_kv_bytes = 512ull << 20;
+		shard_free_capacity(n->shard, &rec.free_sessions, &rec.free_kv_bytes);
 		rec.n_addrs = 1;
 		const char *ah = cfg->announce_host ? cfg->announce_host : cfg->listen_host;
 		uint8_t ip[16] = { 0 };
@@ -555,6 +653,10 @@ static int start(struct node *n, err_msg_t *e)
 		snprintf(rec.sw_version, sizeof(rec.sw_version), "%s", NODE_SOFTWARE);
 		if ((r = dht_node_announce(n->dht, &rec, e)))
 			return err_prefix(e, r, "announce");
+		n->ann = rec;
+		uv_timer_init(&n->loop, &n->t_shard);
+		n->t_shard.data = n;
+		uv_timer_start(&n->t_shard, on_shard_timer, NODE_SHARD_TICK_MS, NODE_SHARD_TICK_MS);
 	}
 
 	uv_async_init(&n->loop, &n->async, on_async);
@@ -614,6 +716,8 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 	if (uv_loop_close(&n->loop) != 0)
 		log_warn("node", "event loop closed with handles left");
 	dht_node_free(n->dht);
+	shard_free(n->shard);   /* the loop has ended: no step is running */
+	pool_free(n->pool);
 	model_free(n->model);
 	gguf_free(n->gguf);
 	ident_free(n->id);

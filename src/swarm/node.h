@@ -32,6 +32,7 @@ typedef struct node_cfg {
 	const char *model_path;        /* GGUF to serve, or NULL */
 	int layer_a, layer_b;          /* span [a, b) served; b = 0: all layers */
 	uint64_t price;                /* micro-units per 1M tokens */
+	uint64_t kv_mem;               /* KV-cache budget of the sessions served (0 = 512 MiB) */
 	const char *watch_model;       /* hex model id to follow without serving it, or NULL */
 	uint64_t refresh_ms;           /* DHT re-announce period (0 = default) */
 	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */

@@ -1,0 +1,630 @@
+/* shard.c - the shard server (see shard.h). */
+#include "swarm/shard.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+struct sess;
+
+/* One FORWARD waiting in the queue, its rows already decoded. */
+struct req {
+	struct req *next;
+	struct sess *ss;
+	uint32_t start, n;
+	float *x;                  /* n x d */
+};
+
+struct sess {
+	void *client;
+	uint64_t id;
+	fwd_state_t *st;
+	uint64_t bytes;            /* KV bytes counted against the budget */
+	uint32_t max_len;
+	uint8_t enc;
+	uint32_t next_pos;         /* position after every queued request */
+	int n_queued;
+	int busy;                  /* its state belongs to the running step */
+	int dead;                  /* ended while busy: freed by shard_step_end */
+	uint64_t last_ms;
+	uint64_t mark;             /* step number that last considered it */
+};
+
+/* One segment of the running step. */
+struct item {
+	struct sess *ss;
+	uint32_t start, n;
+	uint8_t *out;              /* encoded result */
+	size_t out_len;
+	int code;                  /* 0, or a wire_err for this segment */
+	char msg[WIRE_MAX_ERRMSG + 1];
+};
+
+struct shard {
+	shard_cfg_t cfg;
+	int d;                     /* n_embd */
+	int max_len;               /* cap on a session's positions */
+	fwd_ctx_t *ctx;
+	struct sess **slots;       /* cfg.max_sessions entries, NULL = free */
+	int n_sess;
+	uint64_t kv_used;
+	struct req *qhead, *qtail;
+	int n_queued;
+	uint64_t queue_bytes;
+	uint64_t now_ms;
+	uint64_t step_no;
+	/* The running step (owned by shard_step_run between begin and end). */
+	int running;
+	struct item *items;        /* max_sessions entries */
+	fwd_seg_t *segs;
+	int n_items;
+	float *x;
+	size_t x_floats;
+	int rc;                    /* fwd_forward's result */
+	err_msg_t err;
+	shard_stats_t stats;
+};
+
+void shard_cfg_default(shard_cfg_t *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->kv_mem = SHARD_DEFAULT_KV_MEM;
+	c->max_sessions = SHARD_DEFAULT_MAX_SESSIONS;
+	c->idle_ms = SHARD_DEFAULT_IDLE_MS;
+	c->max_step_rows = SHARD_DEFAULT_STEP_ROWS;
+	c->queue_mem = SHARD_DEFAULT_QUEUE_MEM;
+}
+
+int shard_new(const shard_cfg_t *cfg, shard_t **out, err_msg_t *e)
+{
+	*out = NULL;
+	const model_t *m = cfg->model;
+	if (!m || !cfg->reply)
+		return err_set(e, ERR_INVAL, "shard needs a model and a reply callback");
+	if (cfg->layer_a < m->layer_a || cfg->layer_b > m->layer_b || cfg->layer_a >= cfg->layer_b)
+		return err_set(e, ERR_INVAL, "span [%d, %d) is not loaded (model holds [%d, %d))", cfg->layer_a,
+			       cfg->layer_b, m->layer_a, m->layer_b);
+	shard_t *s = calloc(1, sizeof(*s));
+	if (!s)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	s->cfg = *cfg;
+	if (!s->cfg.kv_mem)
+		s->cfg.kv_mem = SHARD_DEFAULT_KV_MEM;
+	if (s->cfg.max_sessions <= 0)
+		s->cfg.max_sessions = SHARD_DEFAULT_MAX_SESSIONS;
+	if (!s->cfg.idle_ms)
+		s->cfg.idle_ms = SHARD_DEFAULT_IDLE_MS;
+	if (s->cfg.max_step_rows <= 0)
+		s->cfg.max_step_rows = SHARD_DEFAULT_STEP_ROWS;
+	if (!s->cfg.queue_mem)
+		s->cfg.queue_mem = SHARD_DEFAULT_QUEUE_MEM;
+	s->d = m->hp.n_embd;
+	int cap = m->hp.n_ctx_train > 0 ? m->hp.n_ctx_train : 4096;
+	if (s->cfg.max_len > 0 && s->cfg.max_len < cap)
+		cap = s->cfg.max_len;
+	if (cap > (int)WIRE_MAX_CTX)
+		cap = (int)WIRE_MAX_CTX;
+	s->max_len = cap;
+	int n = s->cfg.max_sessions;
+	s->slots = calloc((size_t)n, sizeof(*s->slots));
+	s->items = calloc((size_t)n, sizeof(*s->items));
+	s->segs = calloc((size_t)n, sizeof(*s->segs));
+	if (!s->slots || !s->items || !s->segs || fwd_ctx_new(s->cfg.pool, &s->ctx) != 0) {
+		shard_free(s);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	*out = s;
+	return 0;
+}
+
+static void sess_free(shard_t *s, struct sess *ss)
+{
+	for (int i = 0; i < s->cfg.max_sessions; i++)
+		if (s->slots[i] == ss) {
+			s->slots[i] = NULL;
+			break;
+		}
+	s->kv_used -= ss->bytes;
+	s->n_sess--;
+	fwd_state_free(ss->st);
+	free(ss);
+}
+
+static void queue_drop_session(shard_t *s, struct sess *ss)
+{
+	struct req **pp = &s->qhead, *prev = NULL;
+	while (*pp) {
+		struct req *r = *pp;
+		if (r->ss == ss) {
+			*pp = r->next;
+			if (s->qtail == r)
+				s->qtail = prev;
+			s->queue_bytes -= (uint64_t)r->n * (uint64_t)s->d * sizeof(float);
+			s->n_queued--;
+			free(r->x);
+			free(r);
+		} else {
+			prev = r;
+			pp = &r->next;
+		}
+	}
+	ss->n_queued = 0;
+}
+
+void shard_free(shard_t *s)
+{
+	if (!s)
+		return;
+	if (s->slots) {
+		for (int i = 0; i < s->cfg.max_sessions; i++)
+			if (s->slots[i]) {
+				queue_drop_session(s, s->slots[i]);
+				sess_free(s, s->slots[i]);
+			}
+	}
+	for (int i = 0; i < s->n_items; i++)
+		free(s->items ? s->items[i].out : NULL);
+	fwd_ctx_free(s->ctx);
+	free(s->slots);
+	free(s->items);
+	free(s->segs);
+	free(s->x);
+	free(s);
+}
+
+/* ---- replies */
+
+static void send_open_err(shard_t *s, void *client, uint64_t sid, int code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static void send_open_err(shard_t *s, void *client, uint64_t sid, int code, const char *fmt, ...)
+{
+	wire_msg_t r;
+	memset(&r, 0, sizeof(r));
+	r.type = WIRE_OPEN_ERR;
+	r.u.error.session_id = sid;
+	r.u.error.code = (uint16_t)code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r.u.error.msg, sizeof(r.u.error.msg), fmt, ap);
+	va_end(ap);
+	s->cfg.reply(s->cfg.user, client, &r);
+}
+
+/* ERROR (code, "session <id>: text") then CLOSE_SESSION(id, code). */
+static void send_session_err(shard_t *s, void *client, uint64_t sid, int code, const char *text)
+{
+	wire_msg_t r;
+	memset(&r, 0, sizeof(r));
+	r.type = WIRE_ERROR;
+	r.u.error.code = (uint16_t)code;
+	snprintf(r.u.error.msg, sizeof(r.u.error.msg), "session %016" PRIx64 ": %s", sid, text);
+	s->cfg.reply(s->cfg.user, client, &r);
+	memset(&r, 0, sizeof(r));
+	r.type = WIRE_CLOSE_SESSION;
+	r.u.close.session_id = sid;
+	r.u.close.reason = (uint16_t)code;
+	s->cfg.reply(s->cfg.user, client, &r);
+}
+
+/* Ends a session: its queue is dropped, its state freed now or (when the
+ * running step holds it) by shard_step_end. */
+static void sess_end(shard_t *s, struct sess *ss)
+{
+	queue_drop_session(s, ss);
+	if (ss->busy)
+		ss->dead = 1;
+	else
+		sess_free(s, ss);
+}
+
+static struct sess *find(shard_t *s, void *client, uint64_t sid)
+{
+	for (int i = 0; i < s->cfg.max_sessions; i++) {
+		struct sess *ss = s->slots[i];
+		if (ss && !ss->dead && ss->client == client && ss->id == sid)
+			return ss;
+	}
+	return NULL;
+}
+
+/* ---- messages */
+
+static void on_open(shard_t *s, void *client, const wire_open_t *o)
+{
+	const model_t *m = s->cfg.model;
+	if (memcmp(o->model_id, s->cfg.model_id, WIRE_MODEL_ID_LEN) != 0) {
+		send_open_err(s, client, o->session_id, WIRE_E_UNSUPPORTED, "this shard serves another model");
+		return;
+	}
+	if ((int64_t)o->layer_a != s->cfg.layer_a || (int64_t)o->layer_b != s->cfg.layer_b) {
+		send_open_err(s, client, o->session_id, WIRE_E_BAD_REQUEST,
+			      "span [%u, %u) asked, this shard serves exactly [%d, %d)", o->layer_a, o->layer_b,
+			      s->cfg.layer_a, s->cfg.layer_b);
+		return;
+	}
+	enum fwd_kv_type kv;
+	if (o->kv_type == WIRE_KV_F32)
+		kv = FWD_KV_F32;
+	else if (o->kv_type == WIRE_KV_F16)
+		kv = FWD_KV_F16;
+	else {
+		send_open_err(s, client, o->session_id, WIRE_E_UNSUPPORTED,
+			      "KV cache type %u is not served (F32 = 0, F16 = 1)", o->kv_type);
+		return;
+	}
+	if (wire_hidden_row_size(o->enc, (uint32_t)s->d) == 0) {
+		send_open_err(s, client, o->session_id, WIRE_E_UNSUPPORTED,
+			      "hidden encoding %u is not usable with hidden size %d", o->enc, s->d);
+		return;
+	}
+	if (o->max_len < 1 || o->max_len > (uint32_t)s->max_len) {
+		send_open_err(s, client, o->session_id, WIRE_E_BAD_REQUEST,
+			      "max_len %u is outside 1..%d (this model's context)", o->max_len, s->max_len);
+		return;
+	}
+	if (find(s, client, o->session_id)) {
+		send_open_err(s, client, o->session_id, WIRE_E_BAD_REQUEST, "session id %016" PRIx64 " is already open",
+			      o->session_id);
+		return;
+	}
+	if (s->n_sess >= s->cfg.max_sessions) {
+		send_open_err(s, client, o->session_id, WIRE_E_BUSY, "shard is at its limit of %d sessions",
+			      s->cfg.max_sessions);
+		return;
+	}
+	uint64_t need = fwd_state_bytes_for(m, s->cfg.layer_a, s->cfg.layer_b, (int)o->max_len, kv);
+	uint64_t left = s->cfg.kv_mem - s->kv_used;
+	if (need > left) {
+		send_open_err(s, client, o->session_id, WIRE_E_BUSY,
+			      "KV cache of %u positions needs %" PRIu64 " bytes, %" PRIu64 " of %" PRIu64 " left",
+			      o->max_len, need, left, s->cfg.kv_mem);
+		return;
+	}
+	int slot = -1;
+	for (int i = 0; i < s->cfg.max_sessions && slot < 0; i++)
+		if (!s->slots[i])
+			slot = i;
+	struct sess *ss = calloc(1, sizeof(*ss));
+	if (slot < 0 || !ss ||
+	    fwd_state_new(m, s->cfg.layer_a, s->cfg.layer_b, (int)o->max_len, kv, &ss->st) != 0) {
+		free(ss);
+		send_open_err(s, client, o->session_id, WIRE_E_INTERNAL, "out of memory for the KV cache");
+		return;
+	}
+	ss->client = client;
+	ss->id = o->session_id;
+	ss->bytes = need;
+	ss->max_len = o->max_len;
+	ss->enc = o->enc;
+	ss->last_ms = s->now_ms;
+	s->slots[slot] = ss;
+	s->n_sess++;
+	s->kv_used += need;
+
+	wire_msg_t r;
+	memset(&r, 0, sizeof(r));
+	r.type = WIRE_OPEN_OK;
+	r.u.open_ok.session_id = o->session_id;
+	r.u.open_ok.max_len = o->max_len;
+	s->cfg.reply(s->cfg.user, client, &r);
+}
+
+static void forward_err(shard_t *s, void *client, struct sess *ss, uint64_t sid, int code, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+static void forward_err(shard_t *s, void *client, struct sess *ss, uint64_t sid, int code, const char *fmt, ...)
+{
+	char text[WIRE_MAX_ERRMSG - 32];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (ss)
+		sess_end(s, ss);
+	send_session_err(s, client, sid, code, text);
+}
+
+static void on_forward(shard_t *s, void *client, const wire_forward_t *f)
+{
+	struct sess *ss = find(s, client, f->session_id);
+	if (!ss) {
+		forward_err(s, client, NULL, f->session_id, WIRE_E_NO_SESSION, "no such session");
+		return;
+	}
+	if (f->enc != ss->enc) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST,
+			    "encoding %u, the session was opened with %u", f->enc, ss->enc);
+		return;
+	}
+	if (f->dim != (uint32_t)s->d) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST, "dim %u, this model's hidden size is %d",
+			    f->dim, s->d);
+		return;
+	}
+	if (f->n_tokens < 1 || f->n_tokens > WIRE_MAX_TOKENS) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST, "%u rows (1..%d)", f->n_tokens,
+			    WIRE_MAX_TOKENS);
+		return;
+	}
+	if (f->start_pos > ss->next_pos) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST,
+			    "start_pos %u leaves a gap: the session is at position %u", f->start_pos, ss->next_pos);
+		return;
+	}
+	if ((uint64_t)f->start_pos + f->n_tokens > ss->max_len) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST,
+			    "positions %u..%u are past the session's max_len %u", f->start_pos,
+			    f->start_pos + f->n_tokens - 1, ss->max_len);
+		return;
+	}
+	size_t want = wire_hidden_size(f->enc, f->n_tokens, f->dim);
+	if (!f->data || f->data_len != want) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_PROTOCOL,
+			    "hidden data is %zu bytes, %u rows of %u in encoding %u take %zu", f->data ? f->data_len : 0,
+			    f->n_tokens, f->dim, f->enc, want);
+		return;
+	}
+	uint64_t bytes = (uint64_t)f->n_tokens * (uint64_t)s->d * sizeof(float);
+	if (ss->n_queued >= SHARD_MAX_QUEUED_PER_SESSION || s->queue_bytes + bytes > s->cfg.queue_mem) {
+		forward_err(s, client, ss, f->session_id, WIRE_E_BUSY, "too many requests queued");
+		return;
+	}
+	struct req *rq = calloc(1, sizeof(*rq));
+	float *x = malloc((size_t)bytes);
+	if (!rq || !x) {
+		free(rq);
+		free(x);
+		forward_err(s, client, ss, f->session_id, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	err_msg_t e = { { 0 } };
+	if (wire_hidden_decode(f->enc, f->data, f->data_len, f->n_tokens, f->dim, x, &e) != 0) {
+		free(rq);
+		free(x);
+		forward_err(s, client, ss, f->session_id, WIRE_E_BAD_REQUEST, "hidden states: %s", e.msg);
+		return;
+	}
+	rq->ss = ss;
+	rq->start = f->start_pos;
+	rq->n = f->n_tokens;
+	rq->x = x;
+	if (s->qtail)
+		s->qtail->next = rq;
+	else
+		s->qhead = rq;
+	s->qtail = rq;
+	s->n_queued++;
+	s->queue_bytes += bytes;
+	ss->n_queued++;
+	ss->next_pos = f->start_pos + f->n_tokens;
+	ss->last_ms = s->now_ms;
+}
+
+int shard_handle(shard_t *s, void *client, const wire_msg_t *m)
+{
+	switch (m->type) {
+	case WIRE_OPEN_SESSION:
+		on_open(s, client, &m->u.open);
+		return 0;
+	case WIRE_FORWARD:
+		on_forward(s, client, &m->u.forward);
+		return 0;
+	case WIRE_CLOSE_SESSION: {
+		struct sess *ss = find(s, client, m->u.close.session_id);
+		if (ss)
+			sess_end(s, ss);
+		return 0;
+	}
+	default:
+		return ERR_INVAL;
+	}
+}
+
+void shard_drop_client(shard_t *s, void *client)
+{
+	for (int i = 0; i < s->cfg.max_sessions; i++) {
+		struct sess *ss = s->slots[i];
+		if (ss && !ss->dead && ss->client == client)
+			sess_end(s, ss);
+	}
+}
+
+void shard_tick(shard_t *s, uint64_t now_ms)
+{
+	s->now_ms = now_ms;
+	for (int i = 0; i < s->cfg.max_sessions; i++) {
+		struct sess *ss = s->slots[i];
+		if (!ss || ss->dead || ss->busy || ss->n_queued || now_ms - ss->last_ms < s->cfg.idle_ms)
+			continue;
+		void *client = ss->client;
+		uint64_t sid = ss->id;
+		char text[96];
+		snprintf(text, sizeof(text), "closed after %" PRIu64 " ms idle", now_ms - ss->last_ms);
+		sess_end(s, ss);
+		send_session_err(s, client, sid, WIRE_E_NO_SESSION, text);
+	}
+}
+
+void shard_free_capacity(const shard_t *s, uint32_t *free_sessions, uint64_t *free_kv_bytes)
+{
+	*free_sessions = (uint32_t)(s->cfg.max_sessions - s->n_sess);
+	*free_kv_bytes = s->cfg.kv_mem - s->kv_used;
+}
+
+void shard_stats(const shard_t *s, shard_stats_t *st)
+{
+	*st = s->stats;
+	st->sessions = s->n_sess;
+	st->kv_used = s->kv_used;
+	st->queued = s->n_queued;
+}
+
+/* ---- steps */
+
+int shard_pending(const shard_t *s) { return !s->running && s->qhead != NULL; }
+
+int shard_step_begin(shard_t *s)
+{
+	if (!shard_pending(s))
+		return 0;
+	s->step_no++;
+	int rows = 0, ni = 0;
+	struct req **pp = &s->qhead, *prev = NULL;
+	while (*pp && ni < s->cfg.max_sessions) {
+		struct req *r = *pp;
+		struct sess *ss = r->ss;
+		/* One request per session per step, the earliest: a later one of
+		 * a session whose first was skipped must wait too. */
+		int take = ss->mark != s->step_no && (ni == 0 || rows + (int)r->n <= s->cfg.max_step_rows);
+		ss->mark = s->step_no;
+		if (!take) {
+			prev = r;
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		if (s->qtail == r)
+			s->qtail = prev;
+		s->n_queued--;
+		s->queue_bytes -= (uint64_t)r->n * (uint64_t)s->d * sizeof(float);
+		ss->n_queued--;
+
+		struct item *it = &s->items[ni];
+		memset(it, 0, sizeof(*it));
+		it->ss = ss;
+		it->start = r->start;
+		it->n = r->n;
+		int pos = fwd_state_pos(ss->st);
+		if ((int)r->start > pos) {
+			/* Cannot happen (a failed request ends its session), kept as a guard. */
+			it->code = WIRE_E_BAD_REQUEST;
+			snprintf(it->msg, sizeof(it->msg), "start_pos %u is past the session's position %d", r->start, pos);
+		} else if ((int)r->start < pos && fwd_state_truncate(ss->st, (int)r->start) != 0) {
+			it->code = WIRE_E_INTERNAL;
+			snprintf(it->msg, sizeof(it->msg), "cannot rewind to %u", r->start);
+		}
+		size_t need = (size_t)(rows + (int)r->n) * (size_t)s->d;
+		if (!it->code && need > s->x_floats) {
+			float *nx = realloc(s->x, need * sizeof(float));
+			if (!nx) {
+				it->code = WIRE_E_INTERNAL;
+				snprintf(it->msg, sizeof(it->msg), "out of memory for the batch");
+			} else {
+				s->x = nx;
+				s->x_floats = need;
+			}
+		}
+		if (!it->code) {
+			memcpy(s->x + (size_t)rows * (size_t)s->d, r->x, (size_t)r->n * (size_t)s->d * sizeof(float));
+			rows += (int)r->n;
+		}
+		ss->busy = 1;
+		free(r->x);
+		free(r);
+		ni++;
+	}
+	s->n_items = ni;
+	s->running = 1;
+	return 1;
+}
+
+void shard_step_run(shard_t *s)
+{
+	int ns = 0;
+	for (int i = 0; i < s->n_items; i++)
+		if (!s->items[i].code) {
+			s->segs[ns].st = s->items[i].ss->st;
+			s->segs[ns].n = (int)s->items[i].n;
+			ns++;
+		}
+	s->rc = 0;
+	if (ns == 0)
+		return;
+	s->rc = fwd_forward(s->ctx, s->cfg.model, s->segs, ns, s->x, &s->err);
+	if (s->rc)
+		return;
+	size_t row = 0;
+	for (int i = 0; i < s->n_items; i++) {
+		struct item *it = &s->items[i];
+		if (it->code)
+			continue;
+		const float *y = s->x + row * (size_t)s->d;
+		row += it->n;
+		size_t sz = wire_hidden_size(it->ss->enc, it->n, (uint32_t)s->d);
+		err_msg_t e = { { 0 } };
+		it->out = malloc(sz ? sz : 1);
+		if (!it->out) {
+			it->code = WIRE_E_INTERNAL;
+			snprintf(it->msg, sizeof(it->msg), "out of memory for the result");
+		} else if (wire_hidden_encode(it->ss->enc, y, it->n, (uint32_t)s->d, it->out, sz, &e) != 0) {
+			it->code = WIRE_E_UNSUPPORTED;
+			snprintf(it->msg, sizeof(it->msg), "result does not fit the session's encoding: %s", e.msg);
+		} else {
+			it->out_len = sz;
+		}
+	}
+}
+
+int shard_step_end(shard_t *s)
+{
+	if (!s->running)
+		return shard_pending(s);
+	int ns = 0;
+	for (int i = 0; i < s->n_items; i++)
+		ns += !s->items[i].code;
+	if (ns > 0 && s->rc == 0) {
+		s->stats.steps++;
+		if ((uint64_t)ns > s->stats.max_batch)
+			s->stats.max_batch = (uint64_t)ns;
+		if (ns > 1)
+			s->stats.batched_steps++;
+	}
+	for (int i = 0; i < s->n_items; i++) {
+		struct item *it = &s->items[i];
+		struct sess *ss = it->ss;
+		ss->busy = 0;
+		if (!it->code && s->rc) {
+			it->code = WIRE_E_INTERNAL;
+			snprintf(it->msg, sizeof(it->msg), "forward pass failed: %s", s->err.msg);
+		}
+		if (ss->dead) {
+			sess_free(s, ss);
+		} else if (it->code) {
+			void *client = ss->client;
+			uint64_t sid = ss->id;
+			sess_end(s, ss);
+			send_session_err(s, client, sid, it->code, it->msg);
+		} else {
+			s->stats.rows += it->n;
+			ss->last_ms = s->now_ms;
+			wire_msg_t r;
+			memset(&r, 0, sizeof(r));
+			r.type = WIRE_FORWARD_RESULT;
+			r.u.forward.session_id = ss->id;
+			r.u.forward.start_pos = it->start;
+			r.u.forward.n_tokens = it->n;
+			r.u.forward.dim = (uint32_t)s->d;
+			r.u.forward.enc = ss->enc;
+			r.u.forward.data = it->out;
+			r.u.forward.data_len = it->out_len;
+			s->cfg.reply(s->cfg.user, ss->client, &r);
+		}
+		free(it->out);
+		it->out = NULL;
+	}
+	s->n_items = 0;
+	s->running = 0;
+	return shard_pending(s);
+}
+
+int shard_step(shard_t *s)
+{
+	if (!shard_step_begin(s))
+		return 0;
+	shard_step_run(s);
+	shard_step_end(s);
+	return 1;
+}

@@ -1,0 +1,707 @@
+/* test_shard.c - the shard server: a 2-shard chain reproduces local
+ * generation bit for bit, continuous batching gives each session its
+ * single-session bits in one forward call, admission control by KV budget,
+ * rewinds, idle timeouts, and hostile requests. */
+#include "test.h"
+#include "infer/gen.h"
+#include "model/manifest.h"
+#include "swarm/shard.h"
+
+/* ---- replies: every reply is encoded (so it must be a valid wire message)
+ * and kept as bytes; tests decode them back. */
+
+#define MAX_REPLIES 64
+
+struct reply {
+	void *client;
+	uint8_t *buf;
+	size_t len;
+	wire_msg_t m;          /* decoded, views into buf */
+};
+
+struct box {
+	struct reply r[MAX_REPLIES];
+	int n;
+	int bad;               /* replies that failed to encode or decode */
+};
+
+static void box_clear(struct box *b)
+{
+	for (int i = 0; i < b->n; i++)
+		free(b->r[i].buf);
+	b->n = 0;
+}
+
+static void on_reply(void *user, void *client, const wire_msg_t *m)
+{
+	struct box *b = user;
+	if (b->n >= MAX_REPLIES) {
+		b->bad++;
+		return;
+	}
+	struct reply *r = &b->r[b->n];
+	size_t cap = wire_encoded_size(m);
+	err_msg_t e;
+	r->buf = malloc(cap ? cap : 1);
+	if (!cap || !r->buf || wire_encode(m, r->buf, cap, &r->len, &e) != 0 ||
+	    wire_decode(r->buf, r->len, &r->m, &e) != 0) {
+		free(r->buf);
+		b->bad++;
+		return;
+	}
+	r->client = client;
+	b->n++;
+}
+
+/* ---- fixture */
+
+struct fx {
+	gguf_t *g;
+	model_t *whole;        /* the client's: embedding, head, all layers */
+	model_t *m[2];         /* shard models: [0, 3) and [3, 5) */
+	uint8_t id[MANIFEST_ID_LEN];
+	pool_t *pool;
+	fwd_ctx_t *ctx;
+};
+
+static const int SPLIT = 3;
+
+static void fx_open(struct fx *f)
+{
+	err_msg_t e;
+	memset(f, 0, sizeof(*f));
+	REQUIRE(gguf_open(fixture_path("stories260K.gguf"), &f->g, &e) == 0);
+	REQUIRE(model_load(f->g, &f->whole, &e) == 0);
+	REQUIRE(f->whole->hp.n_layer == 5);
+	REQUIRE(model_load_range(f->g, 0, SPLIT, 0, &f->m[0], &e) == 0);
+	REQUIRE(model_load_range(f->g, SPLIT, 5, 0, &f->m[1], &e) == 0);
+	REQUIRE(manifest_model_id(f->g, NULL, f->id, &e) == 0);
+	f->pool = pool_new(2);
+	REQUIRE(f->pool);
+	REQUIRE(fwd_ctx_new(f->pool, &f->ctx) == 0);
+}
+
+static void fx_close(struct fx *f)
+{
+	fwd_ctx_free(f->ctx);
+	pool_free(f->pool);
+	model_free(f->m[0]);
+	model_free(f->m[1]);
+	model_free(f->whole);
+	gguf_free(f->g);
+	memset(f, 0, sizeof(*f));
+}
+
+static shard_t *mk_shard(struct fx *f, int which, struct box *b, uint64_t kv_mem)
+{
+	shard_cfg_t c;
+	shard_cfg_default(&c);
+	c.model = f->m[which];
+	c.layer_a = which ? SPLIT : 0;
+	c.layer_b = which ? 5 : SPLIT;
+	memcpy(c.model_id, f->id, sizeof(f->id));
+	if (kv_mem)
+		c.kv_mem = kv_mem;
+	c.pool = f->pool;
+	c.reply = on_reply;
+	c.user = b;
+	shard_t *s = NULL;
+	err_msg_t e;
+	if (shard_new(&c, &s, &e) != 0)
+		fprintf(stderr, "  shard_new: %s\n", e.msg);
+	return s;
+}
+
+static wire_msg_t open_msg(struct fx *f, int which, uint64_t sid, uint32_t max_len, int enc)
+{
+	wire_msg_t m;
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_OPEN_SESSION;
+	m.u.open.session_id = sid;
+	memcpy(m.u.open.model_id, f->id, WIRE_MODEL_ID_LEN);
+	m.u.open.layer_a = which ? SPLIT : 0;
+	m.u.open.layer_b = which ? 5 : SPLIT;
+	m.u.open.max_len = max_len;
+	m.u.open.enc = (uint8_t)enc;
+	m.u.open.kv_type = WIRE_KV_F32;
+	return m;
+}
+
+static uint8_t wbuf[1 << 20];
+
+/* A FORWARD of n rows of x (encoded in enc into wbuf). */
+static wire_msg_t fwd_msg(uint64_t sid, uint32_t start, const float *x, uint32_t n, uint32_t dim, int enc)
+{
+	wire_msg_t m;
+	err_msg_t e;
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_FORWARD;
+	m.u.forward.session_id = sid;
+	m.u.forward.start_pos = start;
+	m.u.forward.n_tokens = n;
+	m.u.forward.dim = dim;
+	m.u.forward.enc = (uint8_t)enc;
+	size_t sz = wire_hidden_size(enc, n, dim);
+	if (wire_hidden_encode(enc, x, n, dim, wbuf, sizeof(wbuf), &e) != 0)
+		fprintf(stderr, "  encode: %s\n", e.msg);
+	m.u.forward.data = wbuf;
+	m.u.forward.data_len = sz;
+	return m;
+}
+
+/* The only reply in b must be `type`; returns it. */
+static const wire_msg_t *one_reply(struct box *b, int type)
+{
+	if (b->n != 1 || b->bad || b->r[0].m.type != type) {
+		fprintf(stderr, "  expected one %s, got %d replies (%d bad)%s%s\n", wire_type_name(type), b->n, b->bad,
+			b->n ? ", first " : "", b->n ? wire_type_name(b->r[0].m.type) : "");
+		if (b->n && (b->r[0].m.type == WIRE_ERROR || b->r[0].m.type == WIRE_OPEN_ERR))
+			fprintf(stderr, "  error %u: %s\n", b->r[0].m.u.error.code, b->r[0].m.u.error.msg);
+		return NULL;
+	}
+	return &b->r[0].m;
+}
+
+static int open_ok(shard_t *s, struct box *b, void *client, const wire_msg_t *m)
+{
+	box_clear(b);
+	if (shard_handle(s, client, m) != 0)
+		return 0;
+	const wire_msg_t *r = one_reply(b, WIRE_OPEN_OK);
+	return r && r->u.open_ok.session_id == m->u.open.session_id && r->u.open_ok.max_len == m->u.open.max_len;
+}
+
+/* Sends one FORWARD, runs a step, decodes the FORWARD_RESULT into y. */
+static int forward1(shard_t *s, struct box *b, void *client, uint64_t sid, uint32_t start, float *x, uint32_t n,
+		    int dim, int enc, float *y)
+{
+	box_clear(b);
+	wire_msg_t m = fwd_msg(sid, start, x, n, (uint32_t)dim, enc);
+	if (shard_handle(s, client, &m) != 0 || b->n != 0)
+		return 0;
+	if (shard_step(s) != 1)
+		return 0;
+	const wire_msg_t *r = one_reply(b, WIRE_FORWARD_RESULT);
+	err_msg_t e;
+	if (!r || b->r[0].client != client || r->u.forward.session_id != sid || r->u.forward.start_pos != start ||
+	    r->u.forward.n_tokens != n || r->u.forward.dim != (uint32_t)dim || r->u.forward.enc != enc)
+		return 0;
+	return wire_hidden_decode(enc, r->u.forward.data, r->u.forward.data_len, n, (uint32_t)dim, y, &e) == 0;
+}
+
+/* Expects ERROR(code) then CLOSE_SESSION(sid, code). */
+static int got_session_err(struct box *b, uint64_t sid, int code)
+{
+	int ok = b->n == 2 && !b->bad && b->r[0].m.type == WIRE_ERROR && b->r[0].m.u.error.code == code &&
+		 b->r[1].m.type == WIRE_CLOSE_SESSION && b->r[1].m.u.close.session_id == sid &&
+		 b->r[1].m.u.close.reason == code;
+	if (!ok) {
+		fprintf(stderr, "  expected ERROR %d + CLOSE: %d replies", code, b->n);
+		if (b->n && b->r[0].m.type == WIRE_ERROR)
+			fprintf(stderr, ", ERROR %u '%s'", b->r[0].m.u.error.code, b->r[0].m.u.error.msg);
+		fprintf(stderr, "\n");
+	}
+	return ok;
+}
+
+static int got_open_err(struct box *b, uint64_t sid, int code)
+{
+	const wire_msg_t *r = one_reply(b, WIRE_OPEN_ERR);
+	if (r && (r->u.error.code != code || r->u.error.session_id != sid))
+		fprintf(stderr, "  OPEN_ERR %u '%s', expected %d\n", r->u.error.code, r->u.error.msg, code);
+	return r && r->u.error.code == code && r->u.error.session_id == sid;
+}
+
+static int argmax(const float *v, int n)
+{
+	int k = 0;
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[k])
+			k = i;
+	return k;
+}
+
+static const int32_t PROMPT[] = { 1, 403, 407, 261, 378, 395, 286, 259 };
+#define NPROMPT ((int)(sizeof(PROMPT) / sizeof(PROMPT[0])))
+#define NSTEPS 20
+
+/* ---- the chain reproduces local generation */
+
+static void run_chain(int enc, int bitwise)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd, nv = f.whole->hp.n_vocab;
+	err_msg_t e;
+
+	/* Local reference: prompt, then NSTEPS greedy tokens, logits of each. */
+	gen_opts_t o = { .n_ctx = 64, .kv = FWD_KV_F32, .n_batch = 512, .n_ranges = 1 };
+	gen_t *g = NULL;
+	REQUIRE(gen_new(f.whole, f.pool, &o, &g, &e) == 0);
+	float *ref = malloc(sizeof(float) * (size_t)nv * (NSTEPS + 1));
+	int32_t ref_tok[NSTEPS + 1];
+	const float *lg;
+	REQUIRE(ref);
+	REQUIRE(gen_eval(g, PROMPT, NPROMPT, &lg, NULL, &e) == 0);
+	for (int s = 0;; s++) {
+		memcpy(ref + (size_t)s * nv, lg, sizeof(float) * (size_t)nv);
+		ref_tok[s] = argmax(lg, nv);
+		if (s == NSTEPS)
+			break;
+		REQUIRE(gen_eval(g, &ref_tok[s], 1, &lg, NULL, &e) == 0);
+	}
+	gen_free(g);
+
+	/* Through two shards. */
+	struct box b[2];
+	memset(b, 0, sizeof(b));
+	shard_t *sh[2] = { mk_shard(&f, 0, &b[0], 0), mk_shard(&f, 1, &b[1], 0) };
+	REQUIRE(sh[0] && sh[1]);
+	int client;
+	const uint64_t sid = 0x1234567890abcdefull;
+	for (int k = 0; k < 2; k++) {
+		wire_msg_t om = open_msg(&f, k, sid, 64, enc);
+		REQUIRE(open_ok(sh[k], &b[k], &client, &om));
+	}
+	float *x = malloc(sizeof(float) * (size_t)d * NPROMPT), *y = malloc(sizeof(float) * (size_t)d * NPROMPT);
+	float *logits = malloc(sizeof(float) * (size_t)nv);
+	REQUIRE(x && y && logits);
+	int32_t tok[NSTEPS + 1];
+	int pos = 0, same_bits = 1, same_tok = 1;
+	for (int s = 0; s <= NSTEPS; s++) {
+		const int32_t *in = s == 0 ? PROMPT : &tok[s - 1];
+		int n = s == 0 ? NPROMPT : 1;
+		REQUIRE(fwd_embed(f.whole, in, n, x, &e) == 0);
+		REQUIRE(forward1(sh[0], &b[0], &client, sid, (uint32_t)pos, x, (uint32_t)n, d, enc, y));
+		REQUIRE(forward1(sh[1], &b[1], &client, sid, (uint32_t)pos, y, (uint32_t)n, d, enc, x));
+		REQUIRE(fwd_head(f.ctx, f.whole, x + (size_t)(n - 1) * d, 1, logits, &e) == 0);
+		tok[s] = argmax(logits, nv);
+		if (memcmp(logits, ref + (size_t)s * nv, sizeof(float) * (size_t)nv) != 0)
+			same_bits = 0;
+		if (tok[s] != ref_tok[s])
+			same_tok = 0;
+		pos += n;
+	}
+	CHECK(same_tok);
+	if (bitwise)
+		CHECK(same_bits);
+	for (int k = 0; k < 2; k++) {
+		shard_stats_t st;
+		shard_stats(sh[k], &st);
+		CHECK_EQ_INT(st.steps, NSTEPS + 1);
+		CHECK_EQ_INT(st.rows, NPROMPT + NSTEPS);
+		shard_free(sh[k]);
+		box_clear(&b[k]);
+	}
+	free(x);
+	free(y);
+	free(logits);
+	free(ref);
+	fx_close(&f);
+}
+
+static void test_chain_f32_bitwise(void) { run_chain(WIRE_ENC_F32, 1); }
+static void test_chain_f16_tokens(void) { run_chain(WIRE_ENC_F16, 0); }
+static void test_chain_q8_tokens(void) { run_chain(WIRE_ENC_Q8, 0); }
+
+/* ---- continuous batching */
+
+static void make_rows(struct fx *f, uint32_t seed, int n, float *x)
+{
+	int32_t t[16];
+	err_msg_t e;
+	for (int i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		t[i] = (int32_t)((seed >> 8) % (uint32_t)f->whole->hp.n_vocab);
+	}
+	if (fwd_embed(f->whole, t, n, x, &e) != 0)
+		memset(x, 0, sizeof(float) * (size_t)n * f->whole->hp.n_embd);
+}
+
+static void test_batching(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	enum { NS = 3, ROUNDS = 5 };
+	const int prompt_n[NS] = { 3, 7, 5 };
+	/* rows[s][round]: the input rows of session s in that round. */
+	static float in[NS][ROUNDS][8 * 64], solo[NS][ROUNDS][8 * 64], batched[NS][ROUNDS][8 * 64];
+	REQUIRE(d == 64);
+	for (int s = 0; s < NS; s++)
+		for (int r = 0; r < ROUNDS; r++)
+			make_rows(&f, 100 * s + r, r == 0 ? prompt_n[s] : 1, in[s][r]);
+
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	int client;
+	/* One at a time, each session on its own. */
+	shard_t *sh = mk_shard(&f, 0, &b, 0);
+	REQUIRE(sh);
+	for (int s = 0; s < NS; s++) {
+		wire_msg_t om = open_msg(&f, 0, 10 + s, 32, WIRE_ENC_F32);
+		REQUIRE(open_ok(sh, &b, &client, &om));
+		int pos = 0;
+		for (int r = 0; r < ROUNDS; r++) {
+			int n = r == 0 ? prompt_n[s] : 1;
+			REQUIRE(forward1(sh, &b, &client, 10 + s, (uint32_t)pos, in[s][r], (uint32_t)n, d, WIRE_ENC_F32,
+					 solo[s][r]));
+			pos += n;
+		}
+	}
+	shard_stats_t st;
+	shard_stats(sh, &st);
+	CHECK_EQ_INT(st.batched_steps, 0);
+	shard_free(sh);
+
+	/* All three queued together each round: one step, one forward call. */
+	sh = mk_shard(&f, 0, &b, 0);
+	REQUIRE(sh);
+	for (int s = 0; s < NS; s++) {
+		wire_msg_t om = open_msg(&f, 0, 10 + s, 32, WIRE_ENC_F32);
+		REQUIRE(open_ok(sh, &b, &client, &om));
+	}
+	int pos[NS] = { 0 };
+	for (int r = 0; r < ROUNDS; r++) {
+		box_clear(&b);
+		for (int s = 0; s < NS; s++) {
+			int n = r == 0 ? prompt_n[s] : 1;
+			wire_msg_t m = fwd_msg(10 + s, (uint32_t)pos[s], in[s][r], (uint32_t)n, (uint32_t)d, WIRE_ENC_F32);
+			REQUIRE(shard_handle(sh, &client, &m) == 0);
+			pos[s] += n;
+		}
+		CHECK_EQ_INT(b.n, 0);
+		REQUIRE(shard_pending(sh));
+		REQUIRE(shard_step(sh) == 1);
+		CHECK(!shard_pending(sh));
+		REQUIRE(b.n == NS);
+		for (int k = 0; k < NS; k++) {
+			const wire_msg_t *m = &b.r[k].m;
+			REQUIRE(m->type == WIRE_FORWARD_RESULT);
+			int s = (int)m->u.forward.session_id - 10;
+			REQUIRE(s == k);   /* replies in arrival order */
+			err_msg_t e;
+			REQUIRE(wire_hidden_decode(m->u.forward.enc, m->u.forward.data, m->u.forward.data_len,
+						   m->u.forward.n_tokens, (uint32_t)d, batched[s][r], &e) == 0);
+		}
+	}
+	shard_stats(sh, &st);
+	CHECK_EQ_INT(st.steps, ROUNDS);        /* one fwd_forward call per round */
+	CHECK_EQ_INT(st.batched_steps, ROUNDS);
+	CHECK_EQ_INT(st.max_batch, NS);
+	CHECK(memcmp(solo, batched, sizeof(solo)) == 0);
+
+	/* Two FORWARDs of one session queued together run in two steps, in order
+	 * (at most one per session per step), alongside another session. */
+	box_clear(&b);
+	float y[8 * 64];
+	wire_msg_t m = fwd_msg(10, (uint32_t)pos[0], in[1][1], 1, (uint32_t)d, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &client, &m) == 0);
+	m = fwd_msg(10, (uint32_t)pos[0] + 1, in[1][2], 1, (uint32_t)d, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &client, &m) == 0);
+	m = fwd_msg(11, (uint32_t)pos[1], in[2][1], 1, (uint32_t)d, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &client, &m) == 0);
+	CHECK_EQ_INT(shard_step(sh), 1);
+	CHECK_EQ_INT(b.n, 2);
+	CHECK_EQ_INT(shard_step(sh), 1);
+	CHECK_EQ_INT(shard_step(sh), 0);
+	REQUIRE(b.n == 3);
+	CHECK(b.r[0].m.u.forward.session_id == 10 && b.r[0].m.u.forward.start_pos == (uint32_t)pos[0]);
+	CHECK(b.r[1].m.u.forward.session_id == 11);
+	CHECK(b.r[2].m.u.forward.session_id == 10 && b.r[2].m.u.forward.start_pos == (uint32_t)pos[0] + 1);
+	(void)y;
+	shard_free(sh);
+	box_clear(&b);
+	fx_close(&f);
+}
+
+/* A rewind re-computes a suffix with the same bits. */
+static void test_rewind(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	int client;
+	shard_t *sh = mk_shard(&f, 1, &b, 0);
+	REQUIRE(sh);
+	wire_msg_t om = open_msg(&f, 1, 7, 16, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	float x[6 * 64], y1[6 * 64], y2[6 * 64];
+	make_rows(&f, 42, 6, x);
+	REQUIRE(forward1(sh, &b, &client, 7, 0, x, 6, d, WIRE_ENC_F32, y1));
+	REQUIRE(forward1(sh, &b, &client, 7, 2, x + 2 * d, 4, d, WIRE_ENC_F32, y2));
+	CHECK(memcmp(y1 + 2 * d, y2, sizeof(float) * 4 * (size_t)d) == 0);
+	/* A replay from 0 on the same session. */
+	REQUIRE(forward1(sh, &b, &client, 7, 0, x, 6, d, WIRE_ENC_F32, y2));
+	CHECK(memcmp(y1, y2, sizeof(float) * 6 * (size_t)d) == 0);
+	shard_free(sh);
+	box_clear(&b);
+	fx_close(&f);
+}
+
+/* ---- admission control */
+
+static void test_admission(void)
+{
+	struct fx f;
+	fx_open(&f);
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	int client;
+	uint64_t one = fwd_state_bytes_for(f.m[0], 0, SPLIT, 100, FWD_KV_F32);
+	shard_t *sh = mk_shard(&f, 0, &b, 2 * one + one / 2);
+	REQUIRE(sh);
+	uint32_t fs;
+	uint64_t fk;
+	shard_free_capacity(sh, &fs, &fk);
+	CHECK_EQ_INT(fk, 2 * one + one / 2);
+	CHECK_EQ_INT(fs, SHARD_DEFAULT_MAX_SESSIONS);
+	for (int i = 1; i <= 2; i++) {
+		wire_msg_t om = open_msg(&f, 0, (uint64_t)i, 100, WIRE_ENC_F32);
+		REQUIRE(open_ok(sh, &b, &client, &om));
+	}
+	shard_free_capacity(sh, &fs, &fk);
+	CHECK_EQ_INT(fk, one / 2);
+	CHECK_EQ_INT(fs, SHARD_DEFAULT_MAX_SESSIONS - 2);
+	wire_msg_t om = open_msg(&f, 0, 3, 100, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &om) == 0);
+	CHECK(got_open_err(&b, 3, WIRE_E_BUSY));
+	if (b.n)
+		CHECK(strstr(b.r[0].m.u.error.msg, "KV cache") != NULL);
+	/* A smaller session still fits. */
+	wire_msg_t small = open_msg(&f, 0, 4, 40, WIRE_ENC_F32);
+	CHECK(open_ok(sh, &b, &client, &small));
+	wire_msg_t cl;
+	memset(&cl, 0, sizeof(cl));
+	cl.type = WIRE_CLOSE_SESSION;
+	cl.u.close.session_id = 4;
+	box_clear(&b);
+	CHECK(shard_handle(sh, &client, &cl) == 0);
+	cl.u.close.session_id = 1;
+	CHECK(shard_handle(sh, &client, &cl) == 0);
+	CHECK_EQ_INT(b.n, 0);   /* CLOSE_SESSION has no reply */
+	CHECK(open_ok(sh, &b, &client, &om));
+	shard_free_capacity(sh, &fs, &fk);
+	CHECK_EQ_INT(fk, one / 2);
+
+	/* Session count limit, and a dropped client's sessions are freed. */
+	shard_free(sh);
+	shard_cfg_t c;
+	shard_cfg_default(&c);
+	c.model = f.m[0];
+	c.layer_a = 0;
+	c.layer_b = SPLIT;
+	memcpy(c.model_id, f.id, sizeof(f.id));
+	c.max_sessions = 2;
+	c.reply = on_reply;
+	c.user = &b;
+	err_msg_t e;
+	REQUIRE(shard_new(&c, &sh, &e) == 0);
+	int other;
+	wire_msg_t o1 = open_msg(&f, 0, 1, 16, WIRE_ENC_F32), o2 = open_msg(&f, 0, 2, 16, WIRE_ENC_F32);
+	CHECK(open_ok(sh, &b, &client, &o1));
+	CHECK(open_ok(sh, &b, &client, &o2));
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &other, &o1) == 0);
+	CHECK(got_open_err(&b, 1, WIRE_E_BUSY));
+	box_clear(&b);
+	shard_drop_client(sh, &client);
+	CHECK_EQ_INT(b.n, 0);
+	shard_free_capacity(sh, &fs, &fk);
+	CHECK_EQ_INT(fs, 2);
+	CHECK(open_ok(sh, &b, &other, &o1));   /* same id, another client: its own session */
+
+	/* Idle timeout: ERROR + CLOSE, capacity back. */
+	shard_tick(sh, 1000);
+	box_clear(&b);
+	shard_tick(sh, 1000 + SHARD_DEFAULT_IDLE_MS);
+	CHECK(got_session_err(&b, 1, WIRE_E_NO_SESSION));
+	CHECK(b.n == 2 && b.r[0].client == &other);
+	shard_free_capacity(sh, &fs, &fk);
+	CHECK_EQ_INT(fs, 2);
+	shard_free(sh);
+	box_clear(&b);
+	fx_close(&f);
+}
+
+/* ---- hostile requests */
+
+static void test_hostile(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	int alice, mallory;
+	shard_t *sh = mk_shard(&f, 0, &b, 0);
+	REQUIRE(sh);
+	const uint64_t S = 77;
+	wire_msg_t om = open_msg(&f, 0, S, 64, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &alice, &om));
+	float x[8 * 64], y[8 * 64], ref[8 * 64];
+	int pos = 0;
+	/* Alice's session must keep working, with the bits of an undisturbed run. */
+	make_rows(&f, 5, 4, x);
+	REQUIRE(forward1(sh, &b, &alice, S, 0, x, 4, d, WIRE_ENC_F32, ref));
+	pos = 4;
+#define ALICE_OK() do { \
+		make_rows(&f, 1000 + pos, 1, x); \
+		CHECK(forward1(sh, &b, &alice, S, (uint32_t)pos, x, 1, d, WIRE_ENC_F32, y)); \
+		pos++; \
+	} while (0)
+
+	wire_msg_t m;
+	/* Wrong model id. */
+	m = open_msg(&f, 0, 900, 64, WIRE_ENC_F32);
+	m.u.open.model_id[5] ^= 1;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_open_err(&b, 900, WIRE_E_UNSUPPORTED));
+	/* Wrong span (the other shard's, and one layer more). */
+	m = open_msg(&f, 1, 901, 64, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_open_err(&b, 901, WIRE_E_BAD_REQUEST));
+	m = open_msg(&f, 0, 901, 64, WIRE_ENC_F32);
+	m.u.open.layer_b = SPLIT + 1;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_open_err(&b, 901, WIRE_E_BAD_REQUEST));
+	/* max_len beyond the model's context; KV type not served. */
+	m = open_msg(&f, 0, 902, (uint32_t)f.whole->hp.n_ctx_train + 1, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_open_err(&b, 902, WIRE_E_BAD_REQUEST));
+	m = open_msg(&f, 0, 903, 64, WIRE_ENC_F32);
+	m.u.open.kv_type = WIRE_KV_Q8_0;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_open_err(&b, 903, WIRE_E_UNSUPPORTED));
+	/* Duplicate session id (same client). */
+	m = open_msg(&f, 0, S, 64, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &alice, &m) == 0);
+	CHECK(got_open_err(&b, S, WIRE_E_BAD_REQUEST));
+	ALICE_OK();
+
+	/* Unknown session. */
+	make_rows(&f, 9, 1, x);
+	m = fwd_msg(12345, 0, x, 1, (uint32_t)d, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &alice, &m) == 0);
+	CHECK(got_session_err(&b, 12345, WIRE_E_NO_SESSION));
+	/* Another client's session: cannot forward on it nor close it. */
+	m = fwd_msg(S, (uint32_t)pos, x, 1, (uint32_t)d, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK(got_session_err(&b, S, WIRE_E_NO_SESSION));
+	CHECK(b.n == 2 && b.r[0].client == &mallory && b.r[1].client == &mallory);
+	m.type = WIRE_CLOSE_SESSION;
+	m.u.close.session_id = S;
+	m.u.close.reason = 0;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &mallory, &m) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	shard_drop_client(sh, &mallory);
+	CHECK(!shard_pending(sh));
+	ALICE_OK();
+
+	/* Errors that end the offending session only: each on a fresh victim. */
+	struct {
+		const char *what;
+		int code;
+	} cases[] = {
+		{ "gap in start_pos", WIRE_E_BAD_REQUEST }, { "past max_len", WIRE_E_BAD_REQUEST },
+		{ "dim mismatch", WIRE_E_BAD_REQUEST },     { "truncated data", WIRE_E_PROTOCOL },
+		{ "NaN", WIRE_E_BAD_REQUEST },              { "encoding mismatch", WIRE_E_BAD_REQUEST },
+	};
+	for (int k = 0; k < (int)(sizeof(cases) / sizeof(cases[0])); k++) {
+		uint64_t v = 500 + (uint64_t)k;
+		wire_msg_t ov = open_msg(&f, 0, v, 8, WIRE_ENC_F32);
+		REQUIRE(open_ok(sh, &b, &alice, &ov));
+		make_rows(&f, 77, 8, x);
+		REQUIRE(forward1(sh, &b, &alice, v, 0, x, 2, d, WIRE_ENC_F32, y));
+		switch (k) {
+		case 0: m = fwd_msg(v, 3, x, 1, (uint32_t)d, WIRE_ENC_F32); break;
+		case 1: m = fwd_msg(v, 2, x, 7, (uint32_t)d, WIRE_ENC_F32); break;   /* 2 + 7 > 8 */
+		case 2: m = fwd_msg(v, 2, x, 2, 32, WIRE_ENC_F32); break;
+		case 3: m = fwd_msg(v, 2, x, 1, (uint32_t)d, WIRE_ENC_F32); m.u.forward.data_len -= 3; break;
+		case 4: {
+			float nan = NAN;
+			m = fwd_msg(v, 2, x, 1, (uint32_t)d, WIRE_ENC_F32);
+			memcpy(wbuf + 40, &nan, 4);
+			break;
+		}
+		case 5: m = fwd_msg(v, 2, x, 1, (uint32_t)d, WIRE_ENC_F16); break;
+		}
+		box_clear(&b);
+		REQUIRE(shard_handle(sh, &alice, &m) == 0);
+		if (!got_session_err(&b, v, cases[k].code))
+			CHECK(!cases[k].what);
+		CHECK(!shard_pending(sh));
+		/* The victim is gone. */
+		make_rows(&f, 78, 1, x);
+		m = fwd_msg(v, 2, x, 1, (uint32_t)d, WIRE_ENC_F32);
+		box_clear(&b);
+		REQUIRE(shard_handle(sh, &alice, &m) == 0);
+		CHECK(got_session_err(&b, v, WIRE_E_NO_SESSION));
+		ALICE_OK();
+	}
+	/* Anything else is not the shard's. */
+	m.type = WIRE_PING;
+	CHECK(shard_handle(sh, &alice, &m) == ERR_INVAL);
+
+	shard_stats_t st;
+	shard_stats(sh, &st);
+	CHECK_EQ_INT(st.sessions, 1);
+	shard_free(sh);
+	box_clear(&b);
+	fx_close(&f);
+#undef ALICE_OK
+}
+
+/* A session closed, or its client dropped, while its step runs is freed
+ * when the step ends, and its result is not sent. */
+static void test_close_during_step(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	int c1, c2;
+	shard_t *sh = mk_shard(&f, 0, &b, 0);
+	REQUIRE(sh);
+	wire_msg_t o1 = open_msg(&f, 0, 1, 8, WIRE_ENC_F32), o2 = open_msg(&f, 0, 2, 8, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &c1, &o1));
+	REQUIRE(open_ok(sh, &b, &c2, &o2));
+	float x[64];
+	make_rows(&f, 3, 1, x);
+	box_clear(&b);
+	wire_msg_t m = fwd_msg(1, 0, x, 1, (uint32_t)d, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &c1, &m) == 0);
+	m = fwd_msg(2, 0, x, 1, (uint32_t)d, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &c2, &m) == 0);
+	REQUIRE(shard_step_begin(sh) == 1);
+	CHECK_EQ_INT(shard_step_begin(sh), 0);   /* one step at a time */
+	shard_drop_client(sh, &c1);
+	shard_stats_t st;
+	shard_stats(sh, &st);
+	CHECK_EQ_INT(st.sessions, 2);            /* still held by the step */
+	shard_step_run(sh);
+	CHECK_EQ_INT(shard_step_end(sh), 0);
+	REQUIRE(b.n == 1);
+	CHECK(b.r[0].client == &c2 && b.r[0].m.type == WIRE_FORWARD_RESULT);
+	shard_stats(sh, &st);
+	CHECK_EQ_INT(st.sessions, 1);
+	shard_free(sh);
+	box_clear(&b);
+	fx_close(&f);
+}
+
+TEST_MAIN(test_chain_f32_bitwise, test_chain_f16_tokens, test_chain_q8_tokens, test_batching, test_rewind,
+	  test_admission, test_hostile, test_close_during_step)
