@@ -305,7 +305,13 @@ int synth_write(const synth_params_t *p, const char *path, err_msg_t *e)
 #undef L
 	}
 	PLAN("output_norm.weight", KERN_F32, p->dim, 1, 1);
-	PLAN("output.weight", p->type, p->dim, n_vocab, 0);
+	/* As llama.cpp's quantizer does for its 4-bit file types, the output head
+	 * of a Q4_0/Q4_K model is Q6_K (when the shape allows): the head is the
+	 * most sensitive matrix, and files people download are made this way. */
+	int out_type = p->type;
+	if ((p->type == KERN_Q4_0 || p->type == KERN_Q4_K) && p->dim % 256 == 0)
+		out_type = KERN_Q6_K;
+	PLAN("output.weight", out_type, p->dim, n_vocab, 0);
 #undef PLAN
 	struct writer_state ws = { p, t, k, row, 0, 0 };
 	for (int64_t i = 0; i < k && !r; i++) {
