@@ -17,6 +17,8 @@
 /* Rows per tile of the generic loop: their weights stay in cache while
  * every token passes over them. */
 #define MM_GEN_ROWS 16
+/* Below this many activation values, they are quantized in the caller. */
+#define MM_QUANT_PAR_MIN (64 * 1024)
 
 void kern_ctx_init(kern_ctx_t *k, pool_t *pool)
 {
@@ -154,7 +156,12 @@ int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, f
 	j.ws = (char *)k->scratch + xbytes + pbytes;
 	if (vdt != KERN_F32) {
 		j.args.xq = k->scratch;
-		pool_run(k->pool, quantize_worker, &j);
+		/* A few rows quantize faster in the caller than a wake-up of the
+		 * pool costs (generation: one row per matmul, hundreds per token). */
+		if (n * W->cols < MM_QUANT_PAR_MIN)
+			quantize_worker(&j, 0, 1);
+		else
+			pool_run(k->pool, quantize_worker, &j);
 	}
 	if (pbytes) {
 		j.prep = ops->mm_prep;
