@@ -349,6 +349,17 @@ static int matmul(fwd_ctx_t *c, const kern_mat_t *w, const float *x, int n, floa
 	return 0;
 }
 
+/* Products of the same activations (one pass of the pool). */
+static int matmul_multi(fwd_ctx_t *c, const kern_mat_t *const *w, int nw, const float *x, int n, float *const *y,
+			err_msg_t *e)
+{
+	int r = kern_matmul_multi(&c->kern, w, nw, x, n, y);
+	if (r)
+		return err_set(e, r, "matrix product failed (%s, %lld x %lld)", kern_type_name(w[0]->type),
+			       (long long)w[0]->rows, (long long)w[0]->cols);
+	return 0;
+}
+
 int fwd_forward(fwd_ctx_t *c, const model_t *m, const fwd_seg_t *segs, int nseg, float *x, err_msg_t *e)
 {
 	const model_hparams_t *hp = &m->hp;
@@ -398,9 +409,12 @@ int fwd_forward(fwd_ctx_t *c, const model_t *m, const fwd_seg_t *segs, int nseg,
 	for (int il = a; il < b; il++) {
 		const model_layer_t *L = &m->layers[il];
 		rmsnorm(c, xn, x, L->attn_norm, n, d, hp->rms_eps);
-		if ((rc = matmul(c, &L->wq, xn, n, q, e)) || (rc = matmul(c, &L->wk, xn, n, k, e)) ||
-		    (rc = matmul(c, &L->wv, xn, n, v, e)))
-			return rc;
+		{
+			const kern_mat_t *W3[3] = { &L->wq, &L->wk, &L->wv };
+			float *Y3[3] = { q, k, v };
+			if ((rc = matmul_multi(c, W3, 3, xn, n, Y3, e)))
+				return rc;
+		}
 		struct attn_job aj = { m, il, n, st, pos, q, k, v, att, c->att_scratch, (size_t)max_ctx };
 		run_job(c, qkv_store_cb, &aj, 8.0 * n * (qd + kvd));
 		run_job(c, attn_cb, &aj, 4.0 * n * qd * (double)max_ctx);
@@ -409,8 +423,12 @@ int fwd_forward(fwd_ctx_t *c, const model_t *m, const fwd_seg_t *segs, int nseg,
 		for (size_t i = 0; i < nn * d; i++)
 			x[i] += tmp[i];
 		rmsnorm(c, xn, x, L->ffn_norm, n, d, hp->rms_eps);
-		if ((rc = matmul(c, &L->w_gate, xn, n, gg, e)) || (rc = matmul(c, &L->w_up, xn, n, uu, e)))
-			return rc;
+		{
+			const kern_mat_t *W2[2] = { &L->w_gate, &L->w_up };
+			float *Y2[2] = { gg, uu };
+			if ((rc = matmul_multi(c, W2, 2, xn, n, Y2, e)))
+				return rc;
+		}
 		struct swiglu_job sj = { gg, uu, (long)nn * ff };
 		run_job(c, swiglu_cb, &sj, 20.0 * nn * ff);
 		if ((rc = matmul(c, &L->w_down, gg, n, tmp, e)))

@@ -99,6 +99,13 @@ void kern_ctx_close(kern_ctx_t *k);
  * Threads split the output (rows of W), never the reduction. */
 int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, float *Y) WUR;
 
+/* Several products of the same activations at once (q, k, v; gate, up):
+ * Y[i] = X * W[i]^T, in one pass of the pool, the activations quantized once.
+ * Every output is bit-identical to kern_matmul's. Matrices of different
+ * types or widths are computed one after another. */
+int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *W, int nw, const float *X, int64_t n,
+		      float *const *Y) WUR;
+
 /* Row r of W as f32 into y (W.cols floats): embedding look-up. */
 int kern_get_row(const kern_mat_t *W, int64_t r, float *y) WUR;
 

@@ -66,8 +66,13 @@ static void mm_generic(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws
 	}
 }
 
+#define MM_MAX_MULTI 4
+
 typedef struct mm_job {
-	kern_mm_args_t args;
+	kern_mm_args_t args;       /* of the first matrix; the others differ in W and Y */
+	const kern_mat_t *Ws[MM_MAX_MULTI];
+	float *Ys[MM_MAX_MULTI];
+	int nw;
 	kern_from_float_fn quantize;
 	const float *X;
 	kern_mm_fn mm;
@@ -93,17 +98,50 @@ static void prep_worker(void *arg, int ith, int nth)
 	j->prep(&j->args, j->xt, ith, nth);
 }
 
+/* Each thread computes its share of the rows of every matrix of the job. */
 static void mm_worker(void *arg, int ith, int nth)
 {
 	mm_job_t *j = arg;
-	long lo, hi;
-	pool_split((long)j->args.W->rows, ith, nth, MM_ROW_ALIGN, &lo, &hi);
-	if (lo < hi)
-		j->mm(&j->args, lo, hi, j->ws + (size_t)ith * j->ws_size);
+	for (int w = 0; w < j->nw; w++) {
+		kern_mm_args_t a = j->args;
+		a.W = j->Ws[w];
+		a.Y = j->Ys[w];
+		long lo, hi;
+		pool_split((long)a.W->rows, ith, nth, MM_ROW_ALIGN, &lo, &hi);
+		if (lo < hi)
+			j->mm(&a, lo, hi, j->ws + (size_t)ith * j->ws_size);
+	}
 }
 
 int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, float *Y)
 {
+	return kern_matmul_multi(k, &W, 1, X, n, &Y);
+}
+
+int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const float *X, int64_t n, float *const *Yv)
+{
+	if (nw < 1)
+		return ERR_INVAL;
+	if (nw > MM_MAX_MULTI) {
+		for (int i = 0; i < nw; i += MM_MAX_MULTI) {
+			int r = kern_matmul_multi(k, Wv + i, nw - i < MM_MAX_MULTI ? nw - i : MM_MAX_MULTI, X, n, Yv + i);
+			if (r)
+				return r;
+		}
+		return 0;
+	}
+	for (int i = 1; i < nw; i++)
+		if (Wv[i]->type != Wv[0]->type || Wv[i]->cols != Wv[0]->cols || Wv[i]->rows < 0) {
+			/* Different shapes or types: one product at a time. */
+			for (int w = 0; w < nw; w++) {
+				int r = kern_matmul_multi(k, &Wv[w], 1, X, n, &Yv[w]);
+				if (r)
+					return r;
+			}
+			return 0;
+		}
+	const kern_mat_t *W = Wv[0];
+	float *Y = Yv[0];
 	const kern_traits_t *tr = kern_traits(W->type);
 	if (!tr || !tr->supported || !tr->vec_dot)
 		return ERR_UNSUPPORTED;
@@ -112,11 +150,12 @@ int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, f
 	size_t wrow = kern_row_size(W->type, W->cols);
 	if (wrow == 0 && W->cols > 0)
 		return ERR_INVAL;
-	if (n == 0 || W->rows == 0)
+	if (n == 0)
 		return 0;
 	if (W->cols == 0) {
-		for (int64_t i = 0; i < n * W->rows; i++)
-			Y[i] = 0.0f;
+		for (int w = 0; w < nw; w++)
+			for (int64_t i = 0; i < n * Wv[w]->rows; i++)
+				Yv[w][i] = 0.0f;
 		return 0;
 	}
 	const kern_ops_t *ops = kern__ops();
@@ -126,6 +165,11 @@ int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, f
 	mm_job_t j;
 	memset(&j, 0, sizeof(j));
 	j.args.W = W;
+	j.nw = nw;
+	for (int w = 0; w < nw; w++) {
+		j.Ws[w] = Wv[w];
+		j.Ys[w] = Yv[w];
+	}
 	j.args.wrow = wrow;
 	j.args.n = n;
 	j.args.Y = Y;
