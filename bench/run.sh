@@ -1,35 +1,37 @@
 #!/usr/bin/env bash
-# bench/run.sh - reproduces the figures in docs/PERFORMANCE.md.
-# Usage: bench/run.sh [BUILD_DIR] [MODEL_DIR]
-#   Builds nothing: expects a release build (cmake --build build) in BUILD_DIR.
-#   Writes synthetic models (1.1B TinyLlama shape, Q8_0 and Q4_0; ~1.8 GB) into
-#   MODEL_DIR once, then measures: DRAM read bandwidth (2 threads, 2 GiB), the
-#   roofline it implies, colony bench (pp128, tg64, -t 2) and peak RSS.
+# bench/run.sh - reproduces the engine figures in docs/PERFORMANCE.md.
+# Usage: bench/run.sh [BUILD_DIR] [MODEL_DIR] [ROUNDS]
+#   Expects a release build in BUILD_DIR (default build). Writes the synthetic
+#   1.1B TinyLlama-shape models (Q8_0, Q4_0; ~1.8 GB) into MODEL_DIR once.
+#   The machine's memory bandwidth moves with its neighbours, so each round
+#   measures the bandwidth (2 threads, 1 GiB, huge pages as the weights use)
+#   right before generation, and reports generation against that roofline.
 set -euo pipefail
 B=${1:-build}
 D=${2:-${TMPDIR:-/tmp}/colony-bench}
+R=${3:-5}
 mkdir -p "$D"
 for ty in q8_0 q4_0; do
   [ -f "$D/tl-$ty.gguf" ] || "$B/colony" mkmodel -o "$D/tl-$ty.gguf" --preset 1.1b --type $ty
 done
-echo "== DRAM read bandwidth (2 threads)"
-"$B/bandwidth" | tee "$D/bandwidth.txt"
-bw=$(awk '/best/ {for (i = 1; i <= NF; i++) if ($i ~ /GB\/s/) print $(i-1)}' "$D/bandwidth.txt" | head -1)
+echo "== DRAM read bandwidth, 2 threads, 1 GiB: 4 KiB pages, then huge pages"
+"$B/bandwidth" 2 1024 10
+"$B/bandwidth" 2 1024 10 huge
 for ty in q8_0 q4_0; do
-  echo "== colony bench 1.1B $ty"
-  /usr/bin/time -v "$B/colony" bench -m "$D/tl-$ty.gguf" -p 128 -n 64 -t 2 -r 5 2>"$D/time-$ty.txt" | tee "$D/bench-$ty.txt"
-  rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}' "$D/time-$ty.txt")
-  bytes=$(stat -c %s "$D/tl-$ty.gguf")
-  tg=$(awk '$1 == "tg" {print $3}' "$D/bench-$ty.txt")
-  wb=$(awk '/weights read per token/ {for (i = 1; i <= NF; i++) if ($i == "token") print $(i+1), $(i+2)}' "$D/bench-$ty.txt")
-  python3 - "$bw" "$tg" "$D/bench-$ty.txt" "$rss" "$bytes" <<'PY'
+  echo "== 1.1B $ty: pp128 and tg64, -t 2 ($R rounds, each after a bandwidth measurement)"
+  /usr/bin/time -v "$B/colony" bench -m "$D/tl-$ty.gguf" -p 128 -n 0 -t 2 -r 3 2>"$D/time-$ty.txt" | tail -2
+  awk -F: '/Maximum resident/ {printf "peak RSS %.0f MiB (pp128 run)\n", $2 / 1024}' "$D/time-$ty.txt"
+  for r in $(seq "$R"); do
+    bw=$("$B/bandwidth" 2 1024 3 huge | sed -E 's/.*best ([0-9.]+) GB.*/\1/')
+    "$B/colony" bench -m "$D/tl-$ty.gguf" -p 0 -n 64 -t 2 -r 1 > "$D/tg.txt"
+    python3 - "$bw" "$D/tg.txt" <<'PY'
 import re, sys
-bw, tg = float(sys.argv[1] or 0), float(sys.argv[2])
-txt = open(sys.argv[3]).read()
+bw = float(sys.argv[1]); txt = open(sys.argv[2]).read()
 m = re.search(r'weights read per token ([0-9.]+) (GiB|MiB)', txt)
-wbytes = float(m.group(1)) * (2**30 if m.group(2) == 'GiB' else 2**20)
-roof = bw * 1e9 / wbytes if bw else 0
-print(f"roofline {roof:.1f} tok/s at {bw:.1f} GB/s; tg {tg:.2f} tok/s = {100 * tg / roof if roof else 0:.0f}% of it; "
-      f"peak RSS {int(sys.argv[4]) / 1024:.0f} MiB for a {int(sys.argv[5]) / 2**20:.0f} MiB file")
+wb = float(m.group(1)) * (2**30 if m.group(2) == 'GiB' else 2**20)
+tg = float(re.search(r'^tg\s+\d+\s+([0-9.]+)', txt, re.M).group(1))
+roof = bw * 1e9 / wb
+print(f"bandwidth {bw:5.1f} GB/s -> roofline {roof:5.1f} tok/s; tg {tg:5.2f} tok/s = {100 * tg / roof:3.0f}% of it")
 PY
+  done
 done
