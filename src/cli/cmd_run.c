@@ -10,7 +10,9 @@
 #include "cli/opts.h"
 #include "infer/gen.h"
 #include "infer/sampler.h"
+#include "model/manifest.h"
 #include "model/synth.h"
+#include "swarm/client.h"
 #include "model/vocab.h"
 
 static void usage(FILE *f)
@@ -44,6 +46,11 @@ static void usage(FILE *f)
 		"  --mmap                 map the model file instead of loading it into huge pages\n"
 		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
 		"  --ranges N             run the layers as N separate ranges (as a pipeline would)\n"
+		"  --swarm HOST:PORT      generate through the swarm reachable from this DHT address\n"
+		"                         (repeatable): the local file gives the tokenizer, embedding\n"
+		"                         and head, and its model id selects the swarm's shard servers\n"
+		"  --network NAME         the swarm's network id (default colony)\n"
+		"  --wire f32|f16|q8      hidden states on the wire (default f32: bit-exact)\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
 
@@ -51,6 +58,10 @@ struct run_opts {
 	const char *model, *prompt, *prompt_file, *logits_out;
 	long n_predict, threads, ctx, ranges;
 	int kv, ignore_eos, use_mmap;
+	const char *swarm[SWARM_MAX_BOOTSTRAP];
+	int n_swarm;
+	const char *network;
+	int wire_enc;
 	smp_params_t sp;
 };
 
@@ -64,6 +75,7 @@ static int parse(int argc, char **argv, struct run_opts *o)
 	o->sp = smp_params_default();
 	o->sp.repeat_penalty = 1.0f;
 	o->sp.repeat_last_n = 64;
+	o->network = "colony";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
 		double d;
@@ -86,6 +98,19 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
 		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
 		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
+		else if (!strcmp(a, "--network")) o->network = v;
+		else if (!strcmp(a, "--swarm")) {
+			if (o->n_swarm >= SWARM_MAX_BOOTSTRAP) {
+				fprintf(stderr, "colony: at most %d --swarm addresses\n", SWARM_MAX_BOOTSTRAP);
+				return -1;
+			}
+			o->swarm[o->n_swarm++] = v;
+		} else if (!strcmp(a, "--wire")) {
+			if (!strcmp(v, "f32")) o->wire_enc = WIRE_ENC_F32;
+			else if (!strcmp(v, "f16")) o->wire_enc = WIRE_ENC_F16;
+			else if (!strcmp(v, "q8")) o->wire_enc = WIRE_ENC_Q8;
+			else { fprintf(stderr, "colony: --wire expects f32, f16 or q8\n"); return -1; }
+		}
 		else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
 			if (opt_int(a, v, 0, 1 << 24, &o->n_predict)) return -1;
 		} else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -182,6 +207,81 @@ static int write_logits(const char *path, const float *lg, int n)
 	return 0;
 }
 
+struct swarm_out {
+	const vocab_t *voc;
+	vocab_decoder_t dec;
+	char *buf;
+	size_t cap;
+	int ignore_eos;
+	int eos;
+};
+
+static int swarm_token(void *user, int32_t token, const float *logits, int n_vocab)
+{
+	struct swarm_out *so = user;
+	size_t n;
+	if (!so->ignore_eos && vocab_is_eog(so->voc, token)) {
+		so->eos = 1;
+		return 1;
+	}
+	if (vocab_decoder_push(&so->dec, token, so->buf, so->cap, &n) == 0 && n) {
+		fwrite(so->buf, 1, n, stdout);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+/* Generation through a swarm: the text streams as tokens arrive. */
+static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g, const vocab_t *voc, pool_t *pool,
+		     smp_chain_t *ch, const int32_t *toks, int nt)
+{
+	err_msg_t e = { { 0 } };
+	uint8_t mid[MANIFEST_ID_LEN];
+	if (manifest_model_id(g, pool, mid, &e)) {
+		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
+		return CMD_EXIT_ERROR;
+	}
+	struct swarm_out so = { voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
+	so.cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
+	so.buf = malloc(so.cap);
+	if (!so.buf)
+		return CMD_EXIT_ERROR;
+	vocab_decoder_init(&so.dec, voc, 0);
+	swarm_cfg_t sc;
+	swarm_cfg_default(&sc);
+	sc.network = o->network;
+	for (int i = 0; i < o->n_swarm; i++)
+		sc.bootstrap[i] = o->swarm[i];
+	sc.n_bootstrap = o->n_swarm;
+	sc.model = m;
+	sc.model_id = mid;
+	sc.pool = pool;
+	sc.smp = ch;
+	sc.enc = (uint8_t)o->wire_enc;
+	sc.kv_type = o->kv == FWD_KV_F16 ? WIRE_KV_F16 : WIRE_KV_F32;
+	sc.on_token = swarm_token;
+	sc.user = &so;
+	swarm_result_t res;
+	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);
+	size_t n;
+	if (vocab_decoder_flush(&so.dec, so.buf, so.cap, &n) == 0 && n)
+		fwrite(so.buf, 1, n, stdout);
+	printf("\n");
+	fflush(stdout);
+	free(so.buf);
+	if (r) {
+		fprintf(stderr, "colony: run: swarm generation failed: %s\n", e.msg);
+		return CMD_EXIT_ERROR;
+	}
+	fprintf(stderr, "colony: route %s\n", res.route);
+	fprintf(stderr, "colony: prompt %d tokens, first token after %.3f s; generation %d tokens, %.2f tokens/s; "
+		"failovers %d (%llu rows replayed); stopped: %s\n",
+		nt, res.seconds_prompt, res.n_tokens,
+		res.seconds_gen > 0 && res.n_tokens > 1 ? (res.n_tokens - 1) / res.seconds_gen : 0.0,
+		res.stats.failovers, (unsigned long long)res.stats.rows_replayed, so.eos ? "eos" : "length");
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
@@ -257,6 +357,10 @@ int cmd_run(int argc, char **argv)
 	for (size_t i = 0; i < nt; i++)
 		smp_accept(ch, toks[i]);
 
+	if (o.n_swarm) {
+		rc = run_swarm(&o, m, g, voc, pool, ch, toks, (int)nt);
+		goto done;
+	}
 	const float *lg;
 	double t0 = clock_sec();
 	if (gen_eval(gen, toks, (int)nt, &lg, NULL, &e)) {
