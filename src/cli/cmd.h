@@ -18,5 +18,6 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
+int cmd_swarm(int argc, char **argv);
 
 #endif

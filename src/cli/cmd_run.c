@@ -1,4 +1,5 @@
 /* colony run: generate text with a local model. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ static void usage(FILE *f)
 		"                         and head, and its model id selects the swarm's shard servers\n"
 		"  --network NAME         the swarm's network id (default colony)\n"
 		"  --wire f32|f16|q8      hidden states on the wire (default f32: bit-exact)\n"
+		"  --chaos-pid P --chaos-at K  (tests, demos) SIGKILL process P when token K is out\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
 
@@ -62,6 +64,7 @@ struct run_opts {
 	int n_swarm;
 	const char *network;
 	int wire_enc;
+	long chaos_pid, chaos_at;   /* test and demo: SIGKILL this pid at this token */
 	smp_params_t sp;
 };
 
@@ -99,6 +102,11 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
 		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
 		else if (!strcmp(a, "--network")) o->network = v;
+		else if (!strcmp(a, "--chaos-pid")) {
+			if (opt_int(a, v, 1, 1L << 30, &o->chaos_pid)) return -1;
+		} else if (!strcmp(a, "--chaos-at")) {
+			if (opt_int(a, v, 0, 1 << 24, &o->chaos_at)) return -1;
+		}
 		else if (!strcmp(a, "--swarm")) {
 			if (o->n_swarm >= SWARM_MAX_BOOTSTRAP) {
 				fprintf(stderr, "colony: at most %d --swarm addresses\n", SWARM_MAX_BOOTSTRAP);
@@ -208,6 +216,7 @@ static int write_logits(const char *path, const float *lg, int n)
 }
 
 struct swarm_out {
+	long chaos_pid, chaos_at, n;
 	const vocab_t *voc;
 	vocab_decoder_t dec;
 	char *buf;
@@ -220,6 +229,10 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 {
 	struct swarm_out *so = user;
 	size_t n;
+	if (so->chaos_pid > 0 && so->n++ == so->chaos_at) {
+		fprintf(stderr, "\ncolony: chaos: SIGKILL pid %ld at token %ld\n", so->chaos_pid, so->chaos_at);
+		kill((pid_t)so->chaos_pid, SIGKILL);
+	}
 	if (!so->ignore_eos && vocab_is_eog(so->voc, token)) {
 		so->eos = 1;
 		return 1;
@@ -241,7 +254,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
-	struct swarm_out so = { voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
+	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
 	so.cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
 	so.buf = malloc(so.cap);
 	if (!so.buf)

@@ -15,6 +15,7 @@ static const struct {
 	{ "inspect", cmd_inspect, "validate a GGUF file and list its metadata and tensors" },
 	{ "node", cmd_node, "run a node: identity, encrypted transport, DHT discovery" },
 	{ "peers", cmd_peers, "list the peers a running node knows" },
+	{ "swarm", cmd_swarm, "start a local swarm and generate through it" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,246 @@
+/* colony swarm: a local swarm on 127.0.0.1, then a generation through it. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "cli/cmd.h"
+#include "cli/opts.h"
+#include "model/synth.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: colony swarm [-m MODEL] [-p PROMPT] [--nodes N] [--replicas R] [options]\n"
+		"\n"
+		"Starts, on 127.0.0.1, a bootstrap node and N shard nodes that split the model's\n"
+		"layers evenly into N/R spans, each span served by R nodes; then generates from the\n"
+		"prompt through the swarm (as `colony run --swarm`) and shows the route and the\n"
+		"tokens/s. With no -m, the synthetic model of `colony run`. The nodes are stopped\n"
+		"at the end unless --keep-running.\n"
+		"\n"
+		"  -m, --model FILE     GGUF model (default: a small synthetic one)\n"
+		"  --nodes N            shard nodes (default 6)\n"
+		"  --replicas R         nodes serving each span (default 2; N must be a multiple)\n"
+		"  --chaos              kill (SIGKILL) a random shard node mid-generation\n"
+		"  --keep-running       keep the swarm up after the generation until interrupted\n"
+		"  --home DIR           where the nodes keep their identities and logs\n"
+		"                       (default: a new folder under $TMPDIR)\n"
+		"  every option of `colony run` (-p, -n, --temp, --seed, --wire, ...) applies\n"
+		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
+}
+
+static pid_t spawn(char *const argv[], const char *log)
+{
+	pid_t p = fork();
+	if (p == 0) {
+		FILE *f = freopen(log, "a", stderr);
+		(void)f;
+		if (!freopen("/dev/null", "w", stdout))
+			_exit(127);
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	return p;
+}
+
+static int read_port(const char *log, const char *key, int wait_ms)
+{
+	for (int t = 0; t < wait_ms / 50; t++) {
+		FILE *f = fopen(log, "r");
+		char line[512];
+		while (f && fgets(line, sizeof(line), f)) {
+			char *p = strstr(line, key);
+			if (p) {
+				fclose(f);
+				return atoi(p + strlen(key));
+			}
+		}
+		if (f)
+			fclose(f);
+		usleep(50000);
+	}
+	return -1;
+}
+
+static volatile sig_atomic_t g_stop;
+static void on_sig(int s) { g_stop = 1; }
+
+int cmd_swarm(int argc, char **argv)
+{
+	long nodes = 6, replicas = 2;
+	int chaos = 0, keep = 0;
+	const char *model = NULL, *home = NULL;
+	/* Our options; everything else is passed on to `colony run`. */
+	char **run_argv = calloc((size_t)argc + 16, sizeof(char *));
+	int ra = 0;
+	if (!run_argv)
+		return CMD_EXIT_ERROR;
+	run_argv[ra++] = "run";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			free(run_argv);
+			return 0;
+		} else if (!strcmp(a, "--chaos")) {
+			chaos = 1;
+		} else if (!strcmp(a, "--keep-running")) {
+			keep = 1;
+		} else if (!strcmp(a, "--nodes") || !strcmp(a, "--replicas") || !strcmp(a, "--home") ||
+			   !strcmp(a, "-m") || !strcmp(a, "--model")) {
+			if (!(v = opt_arg(argc, argv, &i))) {
+				free(run_argv);
+				return CMD_EXIT_USAGE;
+			}
+			if (!strcmp(a, "--nodes") && opt_int(a, v, 1, 64, &nodes)) { free(run_argv); return CMD_EXIT_USAGE; }
+			if (!strcmp(a, "--replicas") && opt_int(a, v, 1, 64, &replicas)) { free(run_argv); return CMD_EXIT_USAGE; }
+			if (!strcmp(a, "--home")) home = v;
+			if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+		} else {
+			run_argv[ra++] = argv[i];
+		}
+	}
+	if (nodes % replicas) {
+		fprintf(stderr, "colony: swarm: --nodes %ld is not a multiple of --replicas %ld\n", nodes, replicas);
+		free(run_argv);
+		return CMD_EXIT_USAGE;
+	}
+	char dir[512], synth[700];
+	if (home) {
+		snprintf(dir, sizeof(dir), "%s", home);
+		mkdir(dir, 0700);
+	} else {
+		const char *t = getenv("TMPDIR");
+		snprintf(dir, sizeof(dir), "%s/colony-swarm-XXXXXX", t && *t ? t : "/tmp");
+		if (!mkdtemp(dir)) {
+			fprintf(stderr, "colony: swarm: cannot create a folder in %s\n", t && *t ? t : "/tmp");
+			free(run_argv);
+			return CMD_EXIT_ERROR;
+		}
+	}
+	if (!model) {
+		synth_params_t p;
+		err_msg_t e = { { 0 } };
+		if (synth_preset("small", &p) != 0)
+			return CMD_EXIT_ERROR;
+		snprintf(synth, sizeof(synth), "%s/synthetic.gguf", dir);
+		fprintf(stderr, "colony: no model given (-m): making a small synthetic model with random weights and a "
+			"built-in vocabulary in %s; its output is gibberish.\n", synth);
+		if (synth_write(&p, synth, &e)) {
+			fprintf(stderr, "colony: swarm: %s\n", e.msg);
+			free(run_argv);
+			return CMD_EXIT_ERROR;
+		}
+		model = synth;
+	}
+	gguf_t *g;
+	model_t *m;
+	int rc = opt_open_model(model, 1, &g, &m);
+	if (rc) {
+		free(run_argv);
+		return rc;
+	}
+	int L = m->hp.n_layer;
+	model_free(m);
+	gguf_free(g);
+	long spans = nodes / replicas;
+	if (spans > L) {
+		fprintf(stderr, "colony: swarm: %ld spans for a model of %d layers\n", spans, L);
+		free(run_argv);
+		return CMD_EXIT_USAGE;
+	}
+
+	pid_t pids[65] = { 0 };
+	int n_pids = 0;
+	/* the bootstrap node serves nothing */
+	char boot_home[800], boot_log[800];
+	snprintf(boot_home, sizeof(boot_home), "%s/boot", dir);
+	snprintf(boot_log, sizeof(boot_log), "%s/boot.log", dir);
+	char *bargv[] = { "colony", "node", "--home", boot_home, (char *)NULL };
+	pids[n_pids++] = spawn(bargv, boot_log);
+	int dht = read_port(boot_log, "DHT port ", 10000);
+	if (dht <= 0) {
+		fprintf(stderr, "colony: swarm: the bootstrap node did not start (see %s)\n", boot_log);
+		rc = CMD_EXIT_ERROR;
+		goto stop;
+	}
+	char bs[64];
+	snprintf(bs, sizeof(bs), "127.0.0.1:%d", dht);
+	fprintf(stderr, "colony: swarm in %s: bootstrap DHT %s, %ld shard nodes, %ld spans x %ld replicas\n", dir, bs,
+		nodes, spans, replicas);
+	for (long i = 0; i < nodes; i++) {
+		long sp = i % spans;
+		int a = (int)(L * sp / spans), b = (int)(L * (sp + 1) / spans);
+		char h[800], lg[800], layers[32];
+		snprintf(h, sizeof(h), "%s/n%ld", dir, i);
+		snprintf(lg, sizeof(lg), "%s/n%ld.log", dir, i);
+		snprintf(layers, sizeof(layers), "%d:%d", a, b);
+		char *nargv[] = { "colony", "node", "--home", h, "--model", (char *)model, "--layers", layers,
+				  "--bootstrap", bs, (char *)NULL };
+		pids[n_pids++] = spawn(nargv, lg);
+		if (read_port(lg, "DHT port ", 20000) <= 0) {
+			fprintf(stderr, "colony: swarm: node %ld did not start (see %s)\n", i, lg);
+			rc = CMD_EXIT_ERROR;
+			goto stop;
+		}
+		fprintf(stderr, "colony: node %ld serves layers [%d, %d)\n", i, a, b);
+	}
+	usleep(500000);   /* let the announcements spread */
+
+	/* The generation, by this same binary as `colony run --swarm`, so a
+	 * --chaos kill can be timed from outside it. */
+	char chaos_pid[32], chaos_at[32];
+	if (chaos) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		srand((unsigned)ts.tv_nsec);
+		int victim = 1 + rand() % (int)nodes;
+		snprintf(chaos_pid, sizeof(chaos_pid), "%d", (int)pids[victim]);
+		snprintf(chaos_at, sizeof(chaos_at), "%d", 1 + rand() % 8);
+		fprintf(stderr, "colony: chaos: node %d (pid %s) will be killed after token %s\n", victim - 1, chaos_pid, chaos_at);
+		run_argv[ra++] = "--chaos-pid";
+		run_argv[ra++] = chaos_pid;
+		run_argv[ra++] = "--chaos-at";
+		run_argv[ra++] = chaos_at;
+	}
+	run_argv[ra++] = "-m";
+	run_argv[ra++] = (char *)model;
+	run_argv[ra++] = "--swarm";
+	run_argv[ra++] = bs;
+	run_argv[ra] = NULL;
+	char **full = calloc((size_t)ra + 2, sizeof(char *));
+	full[0] = "colony";
+	for (int i = 0; i < ra; i++)
+		full[i + 1] = run_argv[i];
+	pid_t gen = fork();
+	if (gen == 0) {
+		execv("/proc/self/exe", full);
+		_exit(127);
+	}
+	free(full);
+	int st = 0;
+	waitpid(gen, &st, 0);
+	rc = WIFEXITED(st) ? WEXITSTATUS(st) : CMD_EXIT_ERROR;
+	if (keep && rc == 0) {
+		fprintf(stderr, "colony: the swarm keeps running (bootstrap %s); Ctrl-C stops it\n", bs);
+		signal(SIGINT, on_sig);
+		signal(SIGTERM, on_sig);
+		while (!g_stop)
+			pause();
+	}
+stop:
+	for (int i = n_pids - 1; i >= 0; i--)
+		if (pids[i] > 0)
+			kill(pids[i], SIGTERM);
+	for (int i = 0; i < n_pids; i++)
+		if (pids[i] > 0)
+			waitpid(pids[i], NULL, 0);
+	free(run_argv);
+	return rc;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One model across peers: `colony swarm` and `colony run --swarm` on real node
+# processes. Greedy text through a 3-hop chain equals llama.cpp's reference;
+# a serving node killed with SIGKILL mid-generation (after the first token, in
+# the middle, near the end) is replaced and the text does not change.
+. "$(dirname "$0")/lib.sh"
+need_fixture stories260K.gguf
+need_fixture reference.json
+M="$FIX/stories260K.gguf"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+P=$(python3 -c "import json;print(json.load(open('$FIX/reference.json'))['cases'][0]['prompt'],end='')")
+WANT=$(python3 -c "import json;c=json.load(open('$FIX/reference.json'))['cases'][0];print(c['prompt']+c['runs']['kv_f32']['generated_text'],end='')")
+
+# colony swarm: 3 nodes, one per span
+got=$("$BIN" swarm -m "$M" --home "$TMP/sw" --nodes 3 --replicas 1 -p "$P" -n 64 --temp 0 2>"$TMP/sw.err")
+[ "$got" = "$WANT" ] && ok "colony swarm (3 hops) gives llama.cpp's text" || fail "colony swarm: [$got] $(tail -3 "$TMP/sw.err")"
+grep -q "route \[0,1) .* -> \[1,3) .* -> \[3,5)" "$TMP/sw.err" && ok "route of 3 hops shown" || fail "route: $(grep route "$TMP/sw.err")"
+grep -q "tokens/s" "$TMP/sw.err" && ok "tokens/s shown" || fail "no tokens/s"
+
+# our own swarm: A serves [0,5) (the cheapest route: one hop), B [0,2) and C [2,5) stand by
+start_node() { # NAME LAYERS [BOOTSTRAP]
+  local args=(node --home "$TMP/$1" --model "$M" --layers "$2")
+  [ -n "${3:-}" ] && args+=(--bootstrap "$3")
+  "$BIN" "${args[@]}" 2>"$TMP/$1.log" &
+  pids+=($!)
+  eval "pid_$1=$!"
+  for _ in $(seq 100); do grep -q "DHT port" "$TMP/$1.log" 2>/dev/null && break; sleep 0.1; done
+}
+start_node boot 0:1
+DP=$(grep -o "DHT port [0-9]*" "$TMP/boot.log" | awk '{print $3}')
+BS=127.0.0.1:$DP
+for at in 1 30 62; do
+  start_node a$at 0:5 "$BS"
+  [ $at = 1 ] && { start_node b 0:2 "$BS"; start_node c 2:5 "$BS"; }
+  sleep 1
+  a_pid=$(eval echo \$pid_a$at)
+  got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --chaos-pid "$a_pid" --chaos-at $at 2>"$TMP/run$at.err")
+  [ "$got" = "$WANT" ] && ok "SIGKILL of the serving node after token $at: same text" || fail "failover at $at: [$got] $(tail -3 "$TMP/run$at.err")"
+  grep -q "failovers [1-9]" "$TMP/run$at.err" && ok "failover happened ($(grep -o 'failovers [0-9]* ([0-9]* rows replayed)' "$TMP/run$at.err"))" \
+    || fail "no failover reported: $(tail -2 "$TMP/run$at.err")"
+done
+# With no replica left for a span, a clear error.
+kill -KILL "$pid_b" 2>/dev/null
+sleep 0.5
+"$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 8 --temp 0 >/dev/null 2>"$TMP/none.err"; rc=$?
+[ $rc = 1 ] && grep -q "layers" "$TMP/none.err" && ok "no route: exit 1 and the uncovered layers named" || fail "no route: rc $rc $(tail -2 "$TMP/none.err")"
+finish
