@@ -132,7 +132,8 @@ int sess_server_set(sess_t *s, const route_server_t *srv) WUR;
 /* The candidate with that id (borrowed until the next sess_server_set), or NULL. */
 const route_server_t *sess_server_get(const sess_t *s, uint64_t id);
 
-/* Plans the route over [0, n_layer), opens a session on every hop, and
+/* Plans the route over [0, n_layer) at the time of the last sess_tick (call
+ * it first: deadlines are counted from it), opens a session on every hop, and
  * starts generating n_predict tokens after the prompt. Errors (nothing sent):
  * ERR_NOTFOUND from route_plan, ERR_INVAL (bad prompt token, n_predict < 1,
  * already started), ERR_RANGE (prompt + n_predict over max_len). */
