@@ -13,6 +13,7 @@
 #include "net/peer.h"
 
 #define CL_MAX_SERVERS 256
+#define SWARM_SETTLE_MS 2000   /* wait at most this long for found servers to connect */
 
 struct server {
 	ann_t rec;
@@ -207,9 +208,24 @@ static void on_msg(peer_conn_t *pc, const wire_msg_t *m, void *user)
 		sess_on_msg(c->sess, sid_of(c, s), m);
 }
 
+/* Servers found but not connected yet (still dialing or in the handshake). */
+static int pending_servers(struct client *c)
+{
+	int k = 0;
+	for (int i = 0; i < c->n_srv; i++)
+		if (!c->srv[i].ready && !c->srv[i].lost && c->srv[i].rec.n_addrs)
+			k++;
+	return k;
+}
+
 static void try_start(struct client *c)
 {
 	err_msg_t e = { { 0 } };
+	/* Routing needs measured candidates: give the servers found a moment to
+	 * connect before the route is planned, so the best chain is not missed
+	 * for one that merely answered first. */
+	if (pending_servers(c) > 0 && uv_now(&c->loop) - c->t_start < SWARM_SETTLE_MS)
+		return;
 	sess_tick(c->sess, uv_now(&c->loop));   /* its clock is the loop's */
 	int r = sess_start(c->sess, c->prompt, c->n_prompt, c->n_predict, &e);
 	if (r == 0) {

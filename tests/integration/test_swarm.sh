@@ -34,7 +34,13 @@ BS=127.0.0.1:$DP
 for at in 1 30 62; do
   start_node a$at 0:5 "$BS"
   [ $at = 1 ] && { start_node b 0:2 "$BS"; start_node c 2:5 "$BS"; }
-  sleep 1
+  # wait until the new node's record is in the DHT (the bootstrap node sees it)
+  aid=""
+  for _ in $(seq 100); do
+    aid=$("$BIN" peers --home "$TMP/a$at" --status 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["id"])' 2>/dev/null) && [ -n "$aid" ] && break
+    sleep 0.1
+  done
+  for _ in $(seq 100); do "$BIN" peers --home "$TMP/boot" --json 2>/dev/null | grep -q "\"id\":\"$aid\"" && break; sleep 0.1; done
   a_pid=$(eval echo \$pid_a$at)
   got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --chaos-pid "$a_pid" --chaos-at $at 2>"$TMP/run$at.err")
   [ "$got" = "$WANT" ] && ok "SIGKILL of the serving node after token $at: same text" || fail "failover at $at: [$got] $(tail -3 "$TMP/run$at.err")"
