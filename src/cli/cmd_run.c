@@ -52,7 +52,9 @@ static void usage(FILE *f)
 		"                         and head, and its model id selects the swarm's shard servers\n"
 		"  --network NAME         the swarm's network id (default colony)\n"
 		"  --wire f32|f16|q8      hidden states on the wire (default f32: bit-exact)\n"
-		"  --chaos-pid P --chaos-at K  (tests, demos) SIGKILL process P when token K is out\n"
+		"  --timeout-ms N         a server that does not answer within N ms is replaced (10000)\n"
+		"  --chaos-pid P --chaos-at K [--chaos-sig S]  (tests, demos) send signal S (default\n"
+		"                         9, SIGKILL) to process P when token K is out\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
 
@@ -65,6 +67,8 @@ struct run_opts {
 	const char *network;
 	int wire_enc;
 	long chaos_pid, chaos_at;   /* test and demo: SIGKILL this pid at this token */
+	long timeout_ms;            /* a hop that does not answer within this fails over */
+	long chaos_sig;             /* the signal of --chaos-pid (default SIGKILL) */
 	smp_params_t sp;
 };
 
@@ -102,7 +106,11 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
 		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
 		else if (!strcmp(a, "--network")) o->network = v;
-		else if (!strcmp(a, "--chaos-pid")) {
+		else if (!strcmp(a, "--chaos-sig")) {
+			if (opt_int(a, v, 1, 64, &o->chaos_sig)) return -1;
+		} else if (!strcmp(a, "--timeout-ms")) {
+			if (opt_int(a, v, 100, 600000, &o->timeout_ms)) return -1;
+		} else if (!strcmp(a, "--chaos-pid")) {
 			if (opt_int(a, v, 1, 1L << 30, &o->chaos_pid)) return -1;
 		} else if (!strcmp(a, "--chaos-at")) {
 			if (opt_int(a, v, 0, 1 << 24, &o->chaos_at)) return -1;
@@ -216,7 +224,7 @@ static int write_logits(const char *path, const float *lg, int n)
 }
 
 struct swarm_out {
-	long chaos_pid, chaos_at, n;
+	long chaos_pid, chaos_at, n, chaos_sig;
 	const vocab_t *voc;
 	vocab_decoder_t dec;
 	char *buf;
@@ -230,8 +238,9 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 	struct swarm_out *so = user;
 	size_t n;
 	if (so->chaos_pid > 0 && so->n++ == so->chaos_at) {
-		fprintf(stderr, "\ncolony: chaos: SIGKILL pid %ld at token %ld\n", so->chaos_pid, so->chaos_at);
-		kill((pid_t)so->chaos_pid, SIGKILL);
+		int sig = so->chaos_sig ? (int)so->chaos_sig : SIGKILL;
+		fprintf(stderr, "\ncolony: chaos: signal %d to pid %ld at token %ld\n", sig, so->chaos_pid, so->chaos_at);
+		kill((pid_t)so->chaos_pid, sig);
 	}
 	if (!so->ignore_eos && vocab_is_eog(so->voc, token)) {
 		so->eos = 1;
@@ -254,7 +263,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
-	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
+	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
 	so.cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
 	so.buf = malloc(so.cap);
 	if (!so.buf)
@@ -273,6 +282,8 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 	sc.enc = (uint8_t)o->wire_enc;
 	sc.kv_type = o->kv == FWD_KV_F16 ? WIRE_KV_F16 : WIRE_KV_F32;
 	sc.on_token = swarm_token;
+	if (o->timeout_ms)
+		sc.timeout_ms = (uint32_t)o->timeout_ms;
 	sc.user = &so;
 	swarm_result_t res;
 	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);

@@ -433,12 +433,20 @@ static void ctl_answer(struct ctl_client *c)
 		char mid[65] = "";
 		if (n->watching)
 			manifest_id_hex(n->model_id, mid);
+		shard_stats_t ss;
+		memset(&ss, 0, sizeof(ss));
+		if (n->shard)
+			shard_stats(n->shard, &ss);
 		out_printf(c,
 			"{\"id\":\"%s\",\"short\":\"%s\",\"network\":\"%s\",\"port\":%d,\"dht_port\":%u,"
-			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d}\n",
+			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d,"
+			"\"sessions\":%d,\"kv_used\":%llu,\"steps\":%llu,\"rows\":%llu,\"max_batch\":%llu,"
+			"\"batched_steps\":%llu}\n",
 			ident_id_full(ident_pub(n->id), hex), ident_id_short(ident_pub(n->id), sid), n->cfg.network,
 			n->port, dht_node_port(n->dht), mid, n->serving ? "true" : "false", n->cfg.layer_a,
-			n->cfg.layer_b, n->n_known, peer_net_count(n->net));
+			n->cfg.layer_b, n->n_known, peer_net_count(n->net), ss.sessions, (unsigned long long)ss.kv_used,
+			(unsigned long long)ss.steps, (unsigned long long)ss.rows, (unsigned long long)ss.max_batch,
+			(unsigned long long)ss.batched_steps);
 	} else {
 		out_printf(c, "{\"error\":\"unknown command (peers, status)\"}\n");
 	}

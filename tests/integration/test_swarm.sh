@@ -47,6 +47,36 @@ for at in 1 30 62; do
   grep -q "failovers [1-9]" "$TMP/run$at.err" && ok "failover happened ($(grep -o 'failovers [0-9]* ([0-9]* rows replayed)' "$TMP/run$at.err"))" \
     || fail "no failover reported: $(tail -2 "$TMP/run$at.err")"
 done
+# A server that stalls (SIGSTOP: it stops answering without closing) is
+# detected by the timeout and replaced.
+start_node st 0:5 "$BS"
+sid=""
+for _ in $(seq 100); do
+  sid=$("$BIN" peers --home "$TMP/st" --status 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["id"])' 2>/dev/null) && [ -n "$sid" ] && break
+  sleep 0.1
+done
+for _ in $(seq 100); do "$BIN" peers --home "$TMP/boot" --json 2>/dev/null | grep -q "\"id\":\"$sid\"" && break; sleep 0.1; done
+t0=$(date +%s.%N)
+got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --timeout-ms 1500 --chaos-pid "$pid_st" --chaos-at 20 --chaos-sig 19 2>"$TMP/stall.err")
+el=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
+kill -CONT "$pid_st" 2>/dev/null; kill -KILL "$pid_st" 2>/dev/null
+[ "$got" = "$WANT" ] && grep -q "failovers [1-9]" "$TMP/stall.err" && grep -q "no reply" "$TMP/stall.err" \
+  && ok "a stalled server is detected by timeout and replaced (same text, $el s with a 1.5 s timeout)" || fail "stall: [$got] $(tail -3 "$TMP/stall.err")"
+
+# 8 concurrent sessions on one chain ([0,2) b, [2,5) c): every one gets the
+# single-session text, and the shards ran batches of more than one session.
+for i in $(seq 8); do
+  "$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 >"$TMP/c$i.out" 2>"$TMP/c$i.err" &
+  cpids[$i]=$!
+done
+same=0
+for i in $(seq 8); do wait "${cpids[$i]}"; [ "$(cat "$TMP/c$i.out")" = "$WANT" ] && same=$((same + 1)); done
+[ $same = 8 ] && ok "8 concurrent sessions all give the single-session text" || fail "only $same of 8 concurrent sessions gave the text"
+mb=$("$BIN" peers --home "$TMP/b" --status | python3 -c 'import json,sys; j=json.loads(sys.stdin.readline()); print(j["max_batch"], j["batched_steps"], j["sessions"])')
+set -- $mb
+[ "${1:-0}" -gt 1 ] && [ "${2:-0}" -gt 0 ] && ok "shard batched sessions together (largest batch $1, $2 batched steps)" || fail "no batching seen: $mb"
+[ "${3:-1}" = 0 ] && ok "every session freed at the shard" || fail "sessions left at the shard: ${3:-?}"
+
 # With no replica left for a span, a clear error.
 kill -KILL "$pid_b" 2>/dev/null
 sleep 0.5
