@@ -329,7 +329,9 @@ int cmd_run(int argc, char **argv)
 	int32_t *toks = NULL;
 	char *prompt_buf = NULL, *out = NULL;
 	err_msg_t e = { { 0 } };
-	int rc = opt_open_model(model_path, o.use_mmap, &g, &m);
+	/* Through a swarm only the embedding and head are used: map the file
+	 * rather than copy every layer. */
+	int rc = opt_open_model(model_path, o.use_mmap || o.n_swarm > 0, &g, &m);
 	if (synth_path[0])
 		unlink(synth_path);   /* the mapping stays valid */
 	if (rc)
@@ -362,11 +364,12 @@ int cmd_run(int argc, char **argv)
 	}
 	pool = pool_new((int)o.threads);
 	gen_opts_t go = { .n_ctx = (int)o.ctx, .kv = o.kv, .n_ranges = (int)o.ranges };
-	if (!pool || gen_new(m, pool, &go, &gen, &e)) {
+	/* Through a swarm the layers run elsewhere: no local KV cache. */
+	if (!pool || (!o.n_swarm && gen_new(m, pool, &go, &gen, &e))) {
 		fprintf(stderr, "colony: run: %s\n", pool ? e.msg : "cannot start threads");
 		goto done;
 	}
-	if ((int)nt >= gen_ctx(gen)) {
+	if (gen && (int)nt >= gen_ctx(gen)) {
 		fprintf(stderr, "colony: run: the prompt has %zu tokens, the context holds %d\n", nt, gen_ctx(gen));
 		rc = CMD_EXIT_USAGE;
 		goto done;
