@@ -713,6 +713,14 @@ uint64_t gguf_file_size(const gguf_t *g) { return g->size; }
 const void *gguf_base(const gguf_t *g) { return g->base; }
 uint64_t gguf_tensor_info_offset(const gguf_t *g) { return g->ti_off; }
 
+void gguf_drop_pages(gguf_t *g)
+{
+	/* A private read-only file mapping: dropped pages are read again from
+	 * the page cache if touched, so nothing is lost. */
+	if (g->map && (const uint8_t *)g->map == g->base)
+		madvise(g->map, g->map_len, MADV_DONTNEED);
+}
+
 uint64_t gguf_data_offset(const gguf_t *g) { return g->data_off; }
 int64_t gguf_n_kv(const gguf_t *g) { return g->n_kv; }
 int64_t gguf_n_tensors(const gguf_t *g) { return g->n_tensors; }

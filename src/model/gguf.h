@@ -119,6 +119,9 @@ uint64_t gguf_file_size(const gguf_t *g);
 const void *gguf_base(const gguf_t *g);       /* start of the file */
 uint64_t gguf_data_offset(const gguf_t *g);   /* start of the tensor data section (past the
                                                  end of a file that has no tensors, possibly) */
+/* Lets go of the pages of a file mapping read so far (they leave this
+ * process's RSS; later reads fault them in again). No-op for a loaded copy. */
+void gguf_drop_pages(gguf_t *g);
 /* Where the tensor infos start: the metadata section is [24, this). */
 uint64_t gguf_tensor_info_offset(const gguf_t *g);
 

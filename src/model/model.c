@@ -1,6 +1,8 @@
 #include "model/model.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,6 +272,8 @@ void model_free(model_t *m)
 {
 	if (!m)
 		return;
+	if (m->pinned)
+		munmap(m->pinned, m->pinned_len);
 	free(m->layers);
 	free(m);
 }
@@ -293,4 +297,95 @@ uint64_t model_weight_bytes(const model_t *m, int a, int b, int with_head)
 	if (with_head && m->has_embd)
 		s += mat_bytes(&m->output) + (uint64_t)m->hp.n_embd * sizeof(float);
 	return s;
+}
+
+/* ---- pinning into huge pages ---- */
+
+struct pin {
+	uint8_t *base;      /* NULL: first pass, only sizes are summed */
+	size_t off;
+};
+
+static const void *pin_one(struct pin *p, const void *src, size_t n)
+{
+	if (!src || !n)
+		return src;
+	size_t at = (p->off + 63) & ~(size_t)63;
+	p->off = at + n;
+	if (!p->base)
+		return src;
+	memcpy(p->base + at, src, n);
+	return p->base + at;
+}
+
+static void pin_mat(struct pin *p, kern_mat_t *w)
+{
+	if (w->data)
+		w->data = pin_one(p, w->data, (size_t)w->rows * kern_row_size(w->type, w->cols));
+}
+
+static void pin_vec(struct pin *p, const float **v, int64_t n)
+{
+	if (*v)
+		*v = pin_one(p, *v, (size_t)n * sizeof(float));
+}
+
+static void pin_all(model_t *m, struct pin *p)
+{
+	const model_hparams_t *hp = &m->hp;
+	int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+	if (m->has_embd) {
+		int tied = m->tied_output;
+		pin_mat(p, &m->tok_embd);
+		if (tied)
+			m->output = m->tok_embd;
+		else
+			pin_mat(p, &m->output);
+		pin_vec(p, &m->out_norm, d);
+	}
+	pin_vec(p, &m->rope_freqs, hp->rope_dim / 2);
+	for (int il = m->layer_a; il < m->layer_b; il++) {
+		model_layer_t *L = &m->layers[il];
+		pin_vec(p, &L->attn_norm, d);
+		pin_vec(p, &L->ffn_norm, d);
+		pin_vec(p, &L->bq, qd);
+		pin_vec(p, &L->bk, kvd);
+		pin_vec(p, &L->bv, kvd);
+		pin_mat(p, &L->wq);
+		pin_mat(p, &L->wk);
+		pin_mat(p, &L->wv);
+		pin_mat(p, &L->wo);
+		pin_mat(p, &L->w_gate);
+		pin_mat(p, &L->w_up);
+		pin_mat(p, &L->w_down);
+	}
+}
+
+int model_pin(model_t *m, err_msg_t *e)
+{
+	if (m->pinned)
+		return 0;
+	/* Sizes first (a dry run on a copy, so nothing is repointed yet). */
+	model_t dry = *m;
+	model_layer_t *layers = malloc(sizeof(model_layer_t) * (size_t)m->hp.n_layer);
+	if (!layers)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	memcpy(layers, m->layers, sizeof(model_layer_t) * (size_t)m->hp.n_layer);
+	dry.layers = layers;
+	struct pin p = { NULL, 0 };
+	pin_all(&dry, &p);
+	free(layers);
+	const size_t huge = 2u << 20;
+	size_t len = (p.off + huge - 1) / huge * huge + huge;
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		return err_set(e, ERR_NOMEM, "cannot allocate %zu bytes for the weights", len);
+	uint8_t *base = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
+	madvise(base, len - (size_t)(base - (uint8_t *)map), MADV_HUGEPAGE);
+	struct pin q = { base, 0 };
+	pin_all(m, &q);
+	mprotect(map, len, PROT_READ);
+	m->pinned = map;
+	m->pinned_len = len;
+	return 0;
 }

@@ -573,8 +573,14 @@ static int start(struct node *n, err_msg_t *e)
 				       n->cfg.layer_b, hp.n_layer);
 		if ((r = model_load_range(n->gguf, n->cfg.layer_a, n->cfg.layer_b, 0, &n->model, e)))
 			return err_prefix(e, r, "%s", cfg->model_path);
+		/* Only the served layers, in huge pages: faster, and a shard holds
+		 * no more of the model than it serves. */
+		if (model_pin(n->model, e) != 0)
+			log_warn("node", "weights stay mapped from the file: %s", e->msg);
 		if ((r = manifest_model_id(n->gguf, NULL, n->model_id, e)))
 			return r;
+		if (n->model->pinned)
+			gguf_drop_pages(n->gguf);   /* hashing read the whole file; the copy is what we use */
 		n->serving = n->watching = 1;
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		n->pool = pool_new(ncpu < 1 ? 1 : ncpu > 16 ? 16 : (int)ncpu);
