@@ -599,6 +599,10 @@ static int start(struct node *n, err_msg_t *e)
 			return err_set(e, ERR_NOMEM, "cannot start the compute threads");
 		if ((r = shard_new(&sc, &n->shard, e)))
 			return r;
+		/* The shard's clock is ours: set it before any session is stamped,
+		 * or sessions opened before the first tick look idle for ever. */
+		uv_update_time(&n->loop);
+		shard_tick(n->shard, uv_now(&n->loop));
 		char mid[65];
 		log_info("node", "serving layers [%d, %d) of %s (model %s)", n->cfg.layer_a, n->cfg.layer_b,
 			 cfg->model_path, manifest_id_hex(n->model_id, mid));
