@@ -234,6 +234,37 @@ static void test_two_node_chain(void)
 	REQUIRE(wait_got(&loop, 7));
 	CHECK(C.last_type == WIRE_FORWARD_RESULT);
 
+	/* thousands of opens: the node admits up to its session limit, refuses
+	 * the rest with BUSY, stays up and keeps its memory bounded */
+	char stp[64];
+	snprintf(stp, sizeof(stp), "/proc/%d/status", (int)n0.pid);
+	long rss0 = 0, rss1 = 0;
+	FILE *sf = fopen(stp, "r");
+	char ln[128];
+	while (sf && fgets(ln, sizeof(ln), sf))
+		if (!strncmp(ln, "VmRSS:", 6))
+			rss0 = atol(ln + 6);
+	if (sf)
+		fclose(sf);
+	int got0 = C.got;
+	for (int i = 0; i < 2000; i++) {
+		REQUIRE(send_open(0, 1000 + (uint64_t)i, mid, 0, 3, 64) == 0);
+		if (i % 100 == 99) {
+			REQUIRE(wait_got(&loop, got0 + i + 1));
+		}
+	}
+	REQUIRE(wait_got(&loop, got0 + 2000));
+	sf = fopen(stp, "r");
+	while (sf && fgets(ln, sizeof(ln), sf))
+		if (!strncmp(ln, "VmRSS:", 6))
+			rss1 = atol(ln + 6);
+	if (sf)
+		fclose(sf);
+	fprintf(stderr, "  2000 opens: node RSS %ld -> %ld KiB\n", rss0, rss1);
+	CHECK(C.last_type == WIRE_OPEN_ERR && C.last_code == WIRE_E_BUSY);
+	CHECK(rss1 - rss0 < 32 * 1024);
+	CHECK(kill(n0.pid, 0) == 0);
+
 	stop_node(&n0, SIGTERM);
 	peer_net_close(C.net, NULL, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
