@@ -37,6 +37,8 @@ struct peer_conn {
 	uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
 	uint64_t ping_nonce;
 	uint64_t probe_id, probe_t0;
+	uint64_t hs_t0;            /* initiator: when message 1 went out (ns) */
+	int rtt_rough;             /* rtt_ms is the handshake's estimate: the first PONG replaces it */
 	uint32_t probe_n;
 	void *user;
 	const char *close_why;
@@ -287,7 +289,8 @@ static void handle_msg(peer_conn_t *c, const wire_msg_t *m)
 		c->st = PEER_READY;
 		char sid[IDENT_SHORT_STRLEN];
 		log_debug("peer", "%s %s ready (%s)", c->addr, ident_id_short(c->id, sid), c->hello.software);
-		if (n->cfg.on_state)
+		send_ping(c);   /* an RTT right away, not after the first keepalive period */
+		if (n->cfg.on_state && !c->closing)
 			n->cfg.on_state(c, PEER_READY, "ready", n->cfg.user);
 		return;
 	}
@@ -297,8 +300,13 @@ static void handle_msg(peer_conn_t *c, const wire_msg_t *m)
 		conn_reply(c, &r);
 		return;
 	case WIRE_PONG:
-		if (m->u.ping.nonce == c->ping_nonce)
-			ewma(&c->rtt_ms, (double)(uv_hrtime() - m->u.ping.timestamp_us) / 1e6);
+		if (m->u.ping.nonce == c->ping_nonce) {
+			double x = (double)(uv_hrtime() - m->u.ping.timestamp_us) / 1e6;
+			if (c->rtt_rough)
+				c->rtt_ms = x, c->rtt_rough = 0;
+			else
+				ewma(&c->rtt_ms, x);
+		}
 		return;
 	case WIRE_PROBE_REQ: {
 		uint32_t nb = m->u.probe.n_bytes;
@@ -390,6 +398,13 @@ static void handle_bytes(peer_conn_t *c, const uint8_t *in, size_t n)
 					return;
 				}
 				memcpy(c->id, noise_xx_peer_id(c->hs), IDENT_PUBLEN);
+				/* The initiator's first RTT estimate: message 1 out to message
+				 * 2 in (plus the handshake's crypto, well under a millisecond),
+				 * so routing has a figure before the first PONG. */
+				if (c->hs_t0 && c->rtt_ms < 0) {
+					c->rtt_ms = (double)(uv_hrtime() - c->hs_t0) / 1e6;
+					c->rtt_rough = 1;
+				}
 				frame_init(&c->fr, &tx, &rx);
 				if (frame_set_max(&c->fr, WIRE_MAX_MSG) != 0) {
 					peer_close(c, "frame setup failed");
@@ -521,6 +536,7 @@ static int start_handshake(peer_conn_t *c, int initiator, const uint8_t *expect)
 		if (noise_xx_step(c->hs, NULL, 0, &used, out, sizeof(out), &olen, &e) != 0 ||
 		    conn_write(c, out, olen) != 0)
 			return -1;
+		c->hs_t0 = uv_hrtime();
 	}
 	return 0;
 }

@@ -11,8 +11,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/pool.h"
+#include "infer/fwd.h"
 #include "dht/dht.h"
 #include "model/gguf.h"
 #include "model/manifest.h"
@@ -422,12 +424,12 @@ static void ctl_answer(struct ctl_client *c)
 			out_printf(c,
 				"{\"id\":\"%s\",\"short\":\"%s\",\"addr\":\"%s\",\"model\":\"%s\",\"layers\":[%u,%u],"
 				"\"price\":%llu,\"seq\":%llu,\"age_ms\":%lld,\"connected\":%s,\"rtt_ms\":%.3f,"
-				"\"throughput_mbs\":%.2f,\"free_sessions\":%u,\"version\":\"%s\"}\n",
+				"\"throughput_mbs\":%.2f,\"free_sessions\":%u,\"tokens_per_s\":%.1f,\"version\":\"%s\"}\n",
 				ident_id_full(k->rec.node_id, hex), ident_id_short(k->rec.node_id, sid), addr,
 				manifest_id_hex(k->rec.model_id, mid), k->rec.layer_a, k->rec.layer_b,
 				(unsigned long long)k->rec.price, (unsigned long long)k->rec.seq,
 				(long long)now - (long long)k->rec.timestamp_ms, k->conn ? "true" : "false", rtt, thr,
-				k->rec.free_sessions, k->rec.sw_version);
+				k->rec.free_sessions, k->rec.throughput_milli / 1000.0, k->rec.sw_version);
 		}
 	} else if (!strncmp(c->in, "status", 6)) {
 		char mid[65] = "";
@@ -505,6 +507,39 @@ static void on_ctl_conn(uv_stream_t *srv, int status)
 }
 
 /* ---- start and stop */
+
+/* Tokens/s of one session through the served layers, measured once at start
+ * (a few single-token steps after a warm-up) and announced, so clients route
+ * on this node's real compute time rather than a default. 0 if it fails. */
+static uint32_t measure_throughput_milli(struct node *n)
+{
+	const model_t *m = n->model;
+	int d = m->hp.n_embd, steps = 6;
+	fwd_ctx_t *fc = NULL;
+	fwd_state_t *st = NULL;
+	float *x = malloc(sizeof(float) * (size_t)d);
+	uint32_t out = 0;
+	err_msg_t e;
+	if (!x || fwd_ctx_new(n->pool, &fc) || fwd_state_new(m, n->cfg.layer_a, n->cfg.layer_b, steps + 2, FWD_KV_F32, &st))
+		goto done;
+	for (int i = 0; i < d; i++)
+		x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+	fwd_seg_t seg = { st, 1 };
+	if (fwd_forward(fc, m, &seg, 1, x, &e))   /* warm-up: first touch of the weights */
+		goto done;
+	double t0 = clock_sec();
+	for (int i = 0; i < steps; i++)
+		if (fwd_forward(fc, m, &seg, 1, x, &e))
+			goto done;
+	double per = (clock_sec() - t0) / steps;
+	double milli = per > 0 ? 1000.0 / per : 0;
+	out = milli > 4e9 ? 4000000000u : (uint32_t)milli;
+done:
+	fwd_state_free(st);
+	fwd_ctx_free(fc);
+	free(x);
+	return out;
+}
 
 static void sign_cb(void *ud, const void *msg, size_t len, uint8_t sig[ANN_SIGLEN])
 {
@@ -659,6 +694,9 @@ static int start(struct node *n, err_msg_t *e)
 		rec.layer_b = (uint32_t)n->cfg.layer_b;
 		rec.price = cfg->price;
 		shard_free_capacity(n->shard, &rec.free_sessions, &rec.free_kv_bytes);
+		rec.throughput_milli = measure_throughput_milli(n);
+		log_info("node", "measured %.1f tokens/s through layers [%d, %d) (announced)",
+			 rec.throughput_milli / 1000.0, n->cfg.layer_a, n->cfg.layer_b);
 		rec.n_addrs = 1;
 		const char *ah = cfg->announce_host ? cfg->announce_host : cfg->listen_host;
 		uint8_t ip[16] = { 0 };

@@ -33,7 +33,7 @@ double route_edge_cost(const route_server_t *s, const route_cost_t *c)
 {
 	double rtt = s->rtt_ms >= 0 && isfinite(s->rtt_ms) ? s->rtt_ms : c->default_rtt_ms;
 	double comp = s->ms_per_token >= 0 && isfinite(s->ms_per_token) ? s->ms_per_token : c->default_ms_per_token;
-	return rtt + comp + c->lambda * (double)s->price;
+	return rtt + comp + c->lambda * (double)s->price + c->hop_ms;
 }
 
 int route_server_usable(const route_server_t *s, uint64_t now_ms)

@@ -48,6 +48,7 @@ typedef struct route_cost {
 	double default_rtt_ms;        /* for rtt_ms < 0 */
 	double default_ms_per_token;  /* for ms_per_token < 0 */
 	double lambda;                /* ms per unit of price */
+	double hop_ms;                /* fixed cost of every hop (encode, send, schedule); 0 by default */
 	uint64_t ban_base_ms;         /* first ban; doubles with each further ban */
 	uint64_t ban_max_ms;          /* cap */
 } route_cost_t;
