@@ -53,6 +53,8 @@ static void usage(FILE *f)
 		"  --network NAME         the swarm's network id (default colony)\n"
 		"  --wire f32|f16|q8      hidden states on the wire (default f32: bit-exact)\n"
 		"  --timeout-ms N         a server that does not answer within N ms is replaced (10000)\n"
+		"  --price-weight W       route cost of price: W ms per micro-unit per 1M tokens (default\n"
+		"                         0: routes on measured RTT and compute time only)\n"
 		"  --chaos-pid P --chaos-at K [--chaos-sig S]  (tests, demos) send signal S (default\n"
 		"                         9, SIGKILL) to process P when token K is out\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
@@ -69,6 +71,7 @@ struct run_opts {
 	long chaos_pid, chaos_at;   /* test and demo: SIGKILL this pid at this token */
 	long timeout_ms;            /* a hop that does not answer within this fails over */
 	long chaos_sig;             /* the signal of --chaos-pid (default SIGKILL) */
+	double price_weight;        /* route cost per unit of price */
 	smp_params_t sp;
 };
 
@@ -106,7 +109,9 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
 		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
 		else if (!strcmp(a, "--network")) o->network = v;
-		else if (!strcmp(a, "--chaos-sig")) {
+		else if (!strcmp(a, "--price-weight")) {
+			if (opt_float(a, v, 0, 1e6, &o->price_weight)) return -1;
+		} else if (!strcmp(a, "--chaos-sig")) {
 			if (opt_int(a, v, 1, 64, &o->chaos_sig)) return -1;
 		} else if (!strcmp(a, "--timeout-ms")) {
 			if (opt_int(a, v, 100, 600000, &o->timeout_ms)) return -1;
@@ -284,6 +289,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 	sc.on_token = swarm_token;
 	if (o->timeout_ms)
 		sc.timeout_ms = (uint32_t)o->timeout_ms;
+	sc.price_weight = o->price_weight;
 	sc.user = &so;
 	swarm_result_t res;
 	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);

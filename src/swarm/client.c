@@ -326,6 +326,7 @@ int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, 
 	 * model): with similar RTTs, fewer hops win. */
 	route_cost_default(&sc.cost);
 	sc.cost.hop_ms = 1.0;
+	sc.cost.lambda = cfg->price_weight;
 	sc.send = send_cb;
 	sc.on_token = token_cb;
 	sc.on_done = done_cb;

@@ -32,6 +32,7 @@ typedef struct swarm_cfg {
 	uint8_t kv_type;                   /* enum wire_kv */
 	uint32_t discover_ms;              /* wait this long at most for a full route (default 15 s) */
 	uint32_t timeout_ms;               /* a hop that does not answer in time fails over */
+	double price_weight;               /* route cost: ms per unit of announced price (0: price ignored) */
 	sess_token_cb on_token;            /* each token; nonzero stops */
 	void *user;
 } swarm_cfg_t;

@@ -19,9 +19,10 @@ got=$("$BIN" swarm -m "$M" --home "$TMP/sw" --nodes 3 --replicas 1 -p "$P" -n 64
 grep -q "route \[0,1) .* -> \[1,3) .* -> \[3,5)" "$TMP/sw.err" && ok "route of 3 hops shown" || fail "route: $(grep route "$TMP/sw.err")"
 grep -q "tokens/s" "$TMP/sw.err" && ok "tokens/s shown" || fail "no tokens/s"
 
-# our own swarm: A serves [0,5) (the cheapest route: one hop), B [0,2) and C [2,5) stand by
-start_node() { # NAME LAYERS [BOOTSTRAP]
-  local args=(node --home "$TMP/$1" --model "$M" --layers "$2")
+# our own swarm: A serves [0,5) for free; B [0,2) and C [2,5) stand by at a price that,
+# with --price-weight, makes them the route only when A is gone
+start_node() { # NAME LAYERS [BOOTSTRAP] [PRICE]
+  local args=(node --home "$TMP/$1" --model "$M" --layers "$2" --price "${4:-0}")
   [ -n "${3:-}" ] && args+=(--bootstrap "$3")
   "$BIN" "${args[@]}" 2>"$TMP/$1.log" &
   pids+=($!)
@@ -33,7 +34,7 @@ DP=$(grep -o "DHT port [0-9]*" "$TMP/boot.log" | awk '{print $3}')
 BS=127.0.0.1:$DP
 for at in 1 30 62; do
   start_node a$at 0:5 "$BS"
-  [ $at = 1 ] && { start_node b 0:2 "$BS"; start_node c 2:5 "$BS"; }
+  [ $at = 1 ] && { start_node b 0:2 "$BS" 1000000; start_node c 2:5 "$BS" 1000000; }
   # wait until the new node's record is in the DHT (the bootstrap node sees it)
   aid=""
   for _ in $(seq 100); do
@@ -42,7 +43,7 @@ for at in 1 30 62; do
   done
   for _ in $(seq 100); do "$BIN" peers --home "$TMP/boot" --json 2>/dev/null | grep -q "\"id\":\"$aid\"" && break; sleep 0.1; done
   a_pid=$(eval echo \$pid_a$at)
-  got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --chaos-pid "$a_pid" --chaos-at $at 2>"$TMP/run$at.err")
+  got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --price-weight 0.001 --chaos-pid "$a_pid" --chaos-at $at 2>"$TMP/run$at.err")
   [ "$got" = "$WANT" ] && ok "SIGKILL of the serving node after token $at: same text" || fail "failover at $at: [$got] $(tail -3 "$TMP/run$at.err")"
   grep -q "failovers [1-9]" "$TMP/run$at.err" && ok "failover happened ($(grep -o 'failovers [0-9]* ([0-9]* rows replayed)' "$TMP/run$at.err"))" \
     || fail "no failover reported: $(tail -2 "$TMP/run$at.err")"
@@ -57,7 +58,7 @@ for _ in $(seq 100); do
 done
 for _ in $(seq 100); do "$BIN" peers --home "$TMP/boot" --json 2>/dev/null | grep -q "\"id\":\"$sid\"" && break; sleep 0.1; done
 t0=$(date +%s.%N)
-got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --timeout-ms 1500 --chaos-pid "$pid_st" --chaos-at 20 --chaos-sig 19 2>"$TMP/stall.err")
+got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 64 --temp 0 --price-weight 0.001 --timeout-ms 1500 --chaos-pid "$pid_st" --chaos-at 20 --chaos-sig 19 2>"$TMP/stall.err")
 el=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
 kill -CONT "$pid_st" 2>/dev/null; kill -KILL "$pid_st" 2>/dev/null
 [ "$got" = "$WANT" ] && grep -q "failovers [1-9]" "$TMP/stall.err" && grep -q "no reply" "$TMP/stall.err" \
