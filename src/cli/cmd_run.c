@@ -230,6 +230,8 @@ static int write_logits(const char *path, const float *lg, int n)
 
 struct swarm_out {
 	long chaos_pid, chaos_at, n, chaos_sig;
+	const char *logits_out;
+	int logits_failed;
 	const vocab_t *voc;
 	vocab_decoder_t dec;
 	char *buf;
@@ -242,7 +244,11 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 {
 	struct swarm_out *so = user;
 	size_t n;
-	if (so->chaos_pid > 0 && so->n++ == so->chaos_at) {
+	/* the logits that chose the first token: those of the last prompt position */
+	long idx = so->n++;
+	if (idx == 0 && so->logits_out && write_logits(so->logits_out, logits, n_vocab))
+		so->logits_failed = 1;
+	if (so->chaos_pid > 0 && idx == so->chaos_at) {
 		int sig = so->chaos_sig ? (int)so->chaos_sig : SIGKILL;
 		fprintf(stderr, "\ncolony: chaos: signal %d to pid %ld at token %ld\n", sig, so->chaos_pid, so->chaos_at);
 		kill((pid_t)so->chaos_pid, sig);
@@ -268,7 +274,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
-	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
+	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, o->logits_out, 0, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
 	so.cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
 	so.buf = malloc(so.cap);
 	if (!so.buf)
@@ -303,6 +309,8 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "colony: run: swarm generation failed: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
+	if (so.logits_failed)
+		return CMD_EXIT_ERROR;
 	fprintf(stderr, "colony: route %s\n", res.route);
 	fprintf(stderr, "colony: prompt %d tokens, first token after %.3f s; generation %d tokens, %.2f tokens/s; "
 		"failovers %d (%llu rows replayed); stopped: %s\n",

@@ -19,6 +19,14 @@ got=$("$BIN" swarm -m "$M" --home "$TMP/sw" --nodes 3 --replicas 1 -p "$P" -n 64
 grep -q "route \[0,1) .* -> \[1,3) .* -> \[3,5)" "$TMP/sw.err" && ok "route of 3 hops shown" || fail "route: $(grep route "$TMP/sw.err")"
 grep -q "tokens/s" "$TMP/sw.err" && ok "tokens/s shown" || fail "no tokens/s"
 
+# A random-weight synthetic model through 3 hops: the logits that pick the first
+# token are bit for bit those of a single process (F32 wire), and the text is the same.
+"$BIN" mkmodel -q -o "$TMP/syn.gguf" --preset small --type q8_0
+got=$("$BIN" swarm -m "$TMP/syn.gguf" --home "$TMP/sws" --nodes 3 --replicas 1 -p "$P" -n 24 --temp 0 --logits-out "$TMP/syn-swarm.f32" 2>"$TMP/sws.err")
+want=$("$BIN" run -m "$TMP/syn.gguf" -p "$P" -n 24 --temp 0 --logits-out "$TMP/syn-local.f32" 2>/dev/null)
+[ "$got" = "$want" ] && ok "synthetic q8_0 model: same text through 3 hops" || fail "synthetic: [$got] vs [$want] $(tail -2 "$TMP/sws.err")"
+cmp -s "$TMP/syn-swarm.f32" "$TMP/syn-local.f32" && [ -s "$TMP/syn-local.f32" ] && ok "synthetic: logits bit for bit equal to one process" || fail "synthetic: logits differ"
+
 # our own swarm: A serves [0,5) for free; B [0,2) and C [2,5) stand by at a price that,
 # with --price-weight, makes them the route only when A is gone
 start_node() { # NAME LAYERS [BOOTSTRAP] [PRICE]
