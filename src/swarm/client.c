@@ -19,6 +19,7 @@ struct server {
 	ann_t rec;
 	peer_conn_t *conn;
 	int ready, dialing, lost;
+	int dial_failed;           /* the last dial did not reach READY (retried, but not waited for) */
 	uint64_t last_dial;
 };
 
@@ -184,9 +185,12 @@ static void on_state(peer_conn_t *pc, enum peer_state st, const char *why, void 
 	if (st == PEER_READY) {
 		s->ready = 1;
 		s->dialing = 0;
+		s->dial_failed = 0;
 		update_candidate(c, s);
 	} else if (st == PEER_CLOSED) {
 		int was_ready = s->ready;
+		if (!was_ready)
+			s->dial_failed = 1;   /* e.g. a stale record of a node that is gone */
 		s->conn = NULL;
 		s->ready = 0;
 		s->dialing = 0;
@@ -213,7 +217,7 @@ static int pending_servers(struct client *c)
 {
 	int k = 0;
 	for (int i = 0; i < c->n_srv; i++)
-		if (!c->srv[i].ready && !c->srv[i].lost && c->srv[i].rec.n_addrs)
+		if (!c->srv[i].ready && !c->srv[i].lost && !c->srv[i].dial_failed && c->srv[i].rec.n_addrs)
 			k++;
 	return k;
 }
