@@ -11,6 +11,10 @@ B=${1:-build}
 D=${2:-${TMPDIR:-/tmp}/colony-bench}
 R=${3:-5}
 mkdir -p "$D"
+if [ ! -x /usr/bin/time ]; then
+  echo "bench/run.sh needs /usr/bin/time for peak RSS: apt-get install time" >&2
+  exit 1
+fi
 for ty in q8_0 q4_0; do
   [ -f "$D/tl-$ty.gguf" ] || "$B/colony" mkmodel -o "$D/tl-$ty.gguf" --preset 1.1b --type $ty
 done
