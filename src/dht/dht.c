@@ -89,6 +89,14 @@ struct dht_node {
 	op_t *ops;
 };
 
+uint32_t dht_network_id(const char *name)
+{
+	uint32_t h = 2166136261u;
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 16777619u;
+	return h ? h : 1;
+}
+
 uint64_t dht_now_ms(void)
 {
 	struct timespec ts;

@@ -176,6 +176,11 @@ int dht_node_view_stats(dht_node_t *n, const uint8_t model_id[ANN_MODELLEN], ann
 int dht_node_put_raw(dht_node_t *n, const uint8_t model_id[ANN_MODELLEN], const uint8_t *buf, size_t len,
 	int timeout_ms) WUR;
 
+/* The DHT network id of a network name (FNV-1a of its bytes, never 0, which
+ * is OpenDHT's public network): every node and client of a named network
+ * must derive it the same way, so it lives here. */
+uint32_t dht_network_id(const char *name);
+
 /* Wall-clock milliseconds since the epoch, the time base of records. */
 uint64_t dht_now_ms(void);
 

@@ -56,14 +56,6 @@ void swarm_cfg_default(swarm_cfg_t *c)
 	c->timeout_ms = 10000;
 }
 
-static uint32_t net_hash(const char *s)
-{
-	uint32_t h = 2166136261u;   /* the same derivation as colony node's */
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h ? h : 1;
-}
-
 static struct server *by_conn(struct client *c, peer_conn_t *pc)
 {
 	for (int i = 0; i < c->n_srv; i++)
@@ -350,7 +342,7 @@ int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, 
 		goto out;
 	dht_node_cfg_t dc;
 	dht_node_cfg_default(&dc);
-	dc.network = net_hash(cfg->network);
+	dc.network = dht_network_id(cfg->network);
 	dc.node_id = ident_pub(c->id);
 	dc.sign = sign_cb;      /* a client announces nothing, but the DHT node wants a signer */
 	dc.sign_ud = c->id;

@@ -667,12 +667,9 @@ static int start(struct node *n, err_msg_t *e)
 	dc.node_id = ident_pub(n->id);
 	dc.sign = sign_cb;
 	dc.sign_ud = n->id;
-	/* A hash of the network name keeps swarms of different names apart at the
-	 * DHT level as well as in the Noise prologue. */
-	uint32_t h = 2166136261u;
-	for (const char *p = cfg->network; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	dc.network = h ? h : 1;
+	/* Swarms of different names stay apart at the DHT level as well as in
+	 * the Noise prologue. */
+	dc.network = dht_network_id(cfg->network);
 	if (cfg->refresh_ms)
 		dc.refresh_ms = cfg->refresh_ms;
 	if (cfg->stale_ms)
