@@ -28,6 +28,7 @@ static void usage(FILE *f)
 		"  --kv f32|f16         KV cache type (default f32)\n"
 		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
 		"  --mmap               map the model file instead of loading it into huge pages\n"
+		"  --no-repack          keep the file's weight layout in the huge pages (to compare)\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
 
@@ -56,6 +57,10 @@ int cmd_bench(int argc, char **argv)
 		}
 		if (!strcmp(a, "--mmap")) {
 			use_mmap = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-repack")) {
+			use_mmap = 2;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -145,7 +150,7 @@ int cmd_bench(int argc, char **argv)
 	params += (double)m->output.rows * (double)m->output.cols;
 	printf("model: %s (%s, %d layers, dim %d), weights read per token %s, threads %ld, kernels %s, %s\n", path,
 	       m->hp.arch, m->hp.n_layer, m->hp.n_embd, opt_bytes(wbytes, b1, sizeof(b1)), nt,
-	       kern_isa_name(kern_isa_active()), use_mmap ? "file mapped" : "huge pages");
+	       kern_isa_name(kern_isa_active()), use_mmap == 1 ? "file mapped" : use_mmap == 2 ? "huge pages, file layout" : "huge pages, repacked");
 	printf("%-8s %8s %14s %10s %12s\n", "test", "tokens", "tokens/s", "+/-", "derived");
 	double mean, sd;
 	if (np > 0) {

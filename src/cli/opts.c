@@ -88,7 +88,7 @@ int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m)
 {
 	err_msg_t e = { { 0 } };
 	*m = NULL;
-	int r = gguf_open_ex(path, use_mmap ? 0 : GGUF_OPEN_HUGE, g, &e);
+	int r = gguf_open(path, g, &e);
 	if (r) {
 		fprintf(stderr, "colony: %s: %s\n", path, e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_IO || r == ERR_NOTFOUND ? CMD_EXIT_ERROR : CMD_EXIT_BADFILE;
@@ -100,6 +100,11 @@ int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m)
 		*g = NULL;
 		return r == ERR_NOMEM ? CMD_EXIT_ERROR : CMD_EXIT_BADFILE;
 	}
+	/* The weights the model uses go to huge pages (repacked for the
+	 * generation kernels where that pays), tensor by tensor, each one's
+	 * file pages dropped once copied: the peak stays near one model. */
+	if (use_mmap != 1 && model_pin_ex(*m, use_mmap == 2 ? MODEL_PIN_NO_REPACK : 0, &e) != 0)
+		fprintf(stderr, "colony: %s: weights stay mapped from the file: %s\n", path, e.msg);
 	return 0;
 }
 

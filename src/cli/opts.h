@@ -20,8 +20,9 @@ int opt_type(const char *opt, const char *s, int *out);
 int opt_isa(const char *s);
 
 /* Opens and validates a GGUF and loads the model; prints "colony: PATH: why"
- * and returns a CMD_EXIT_* code on failure. Weights are copied into huge-page
- * memory unless use_mmap (then the file is mapped). */
+ * and returns a CMD_EXIT_* code on failure. use_mmap 0: the weights are
+ * copied into huge pages (model_pin, repacked where that pays); 1: the file
+ * stays mapped; 2: copied without repacking. */
 int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m);
 
 /* Human-readable byte count into buf. */

@@ -195,9 +195,13 @@ static void ops_overlay(kern_ops_t *dst, const kern_ops_t *src)
 			dst->quantize[t] = src->quantize[t];
 		if (src->mm[t])
 			dst->mm[t] = src->mm[t];
+		if (src->mm_r16[t])
+			dst->mm_r16[t] = src->mm_r16[t];
 	}
 	if (src->mm_ws)
 		dst->mm_ws = src->mm_ws;
+	if (src->mm_r16_ws)
+		dst->mm_r16_ws = src->mm_r16_ws;
 	if (src->mm_prep) {
 		dst->mm_prep = src->mm_prep;
 		dst->mm_prep_size = src->mm_prep_size;
@@ -360,6 +364,17 @@ int kern_get_row(const kern_mat_t *W, int64_t r, float *y)
 	size_t rs = kern_row_size(W->type, W->cols);
 	if (rs == 0 && W->cols != 0)
 		return ERR_INVAL;
+	if (W->layout == KERN_LAYOUT_R16) {
+		/* a few rows at a time through a stack buffer */
+		uint8_t buf[16 * sizeof(kern_block_q8_0)];
+		kern_mat_t part = *W;
+		for (int64_t c = 0; c < W->cols; c += 16 * 32) {
+			part.cols = W->cols - c < 16 * 32 ? W->cols - c : 16 * 32;
+			kern__r16_get_row_part(W, r, c / 32, part.cols / 32, buf);
+			tr->to_float(buf, y + c, part.cols);
+		}
+		return 0;
+	}
 	tr->to_float((const char *)W->data + (size_t)r * rs, y, W->cols);
 	return 0;
 }

@@ -76,13 +76,36 @@ int kern_isa_select(enum kern_isa isa) WUR;
 /* The vec_dot of type t for a given ISA, NULL if none (tests compare them). */
 kern_vec_dot_fn kern_vec_dot_isa(int t, enum kern_isa isa);
 
-/* A weight matrix: `rows` rows of `cols` elements of `type`, row-major,
- * rows contiguous (row r starts at data + r * kern_row_size(type, cols)). */
+/* How a matrix's blocks are laid out in memory.
+ *   ROWS: row-major, rows contiguous (row r starts at data +
+ *         r * kern_row_size(type, cols)), as in a GGUF file.
+ *   R16:  Q8_0 and Q4_0 only, made by kern_repack: groups of 16 rows; in a
+ *         group, blocks go in pairs (2p, 2p + 1), each pair 64 bytes of the
+ *         32 f16 scales (16 rows of block 2p, then of 2p + 1) followed by the
+ *         quants of block 2p for the 16 rows, then of block 2p + 1, the rows
+ *         in the order the generation kernels read them. A group is one
+ *         sequential stream of the same size as its 16 rows, and every pair
+ *         starts on a 64-byte boundary. Same numbers, same results: only
+ *         the order of the bytes changes. */
+enum kern_layout { KERN_LAYOUT_ROWS = 0, KERN_LAYOUT_R16 = 1 };
+
+/* A weight matrix: `rows` rows of `cols` elements of `type`. */
 typedef struct kern_mat {
-	const void *data;
+	const void *data;          /* 64-byte aligned for R16 */
 	int type;
 	int64_t rows, cols;
+	int layout;                /* enum kern_layout; 0 = ROWS */
 } kern_mat_t;
+
+/* Whether W (ROWS layout) can be repacked to R16: Q8_0 or Q4_0, rows a
+ * multiple of 16, an even number of blocks per row. */
+int kern_repack_ok(const kern_mat_t *W);
+/* kern_repack_ok, and the active ISA has R16 kernels for W's type (elsewhere
+ * R16 still computes the same bits, through a slower generic path). */
+int kern_repack_useful(const kern_mat_t *W);
+/* Writes W (ROWS, kern_repack_ok) in R16 layout to dst (64-byte aligned,
+ * rows * kern_row_size(type, cols) bytes, not overlapping W). */
+void kern_repack(const kern_mat_t *W, void *dst);
 
 /* Compute context: a thread pool and a scratch buffer for quantized
  * activations, grown on demand. */
@@ -106,7 +129,7 @@ int kern_matmul(kern_ctx_t *k, const kern_mat_t *W, const float *X, int64_t n, f
 int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *W, int nw, const float *X, int64_t n,
 		      float *const *Y) WUR;
 
-/* Row r of W as f32 into y (W.cols floats): embedding look-up. */
+/* Row r of W as f32 into y (W.cols floats): embedding look-up (any layout). */
 int kern_get_row(const kern_mat_t *W, int64_t r, float *y) WUR;
 
 /* Canonical-order f32 dot products for attention (bit-identical across ISAs). */

@@ -66,6 +66,22 @@ static void mm_generic(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws
 	}
 }
 
+/* The generic slice for R16 matrices: each 16-row group back to rows in the
+ * workspace, then the vec_dot loop (same bits as on the file's layout). */
+static void mm_generic_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
+{
+	char *rowbuf = ws;
+	int64_t rows = a->W->rows, cols = a->W->cols;
+	for (int64_t rb = r0; rb < r1; rb += R16) {
+		for (int r = 0; r < R16; r++)
+			kern__r16_get_row(a->W, rb + r, rowbuf + (size_t)r * a->wrow);
+		for (int64_t t = 0; t < a->n; t++)
+			for (int r = 0; r < R16; r++)
+				a->vec_dot(cols, &a->Y[t * rows + rb + r], rowbuf + (size_t)r * a->wrow,
+					   (const char *)a->xq + (size_t)t * a->xrow);
+	}
+}
+
 #define MM_MAX_MULTI 4
 
 typedef struct mm_job {
@@ -131,7 +147,8 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 		return 0;
 	}
 	for (int i = 1; i < nw; i++)
-		if (Wv[i]->type != Wv[0]->type || Wv[i]->cols != Wv[0]->cols || Wv[i]->rows < 0) {
+		if (Wv[i]->type != Wv[0]->type || Wv[i]->cols != Wv[0]->cols || Wv[i]->rows < 0 ||
+		    Wv[i]->layout != Wv[0]->layout) {
 			/* Different shapes or types: one product at a time. */
 			for (int w = 0; w < nw; w++) {
 				int r = kern_matmul_multi(k, &Wv[w], 1, X, n, &Yv[w]);
@@ -150,6 +167,18 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 	size_t wrow = kern_row_size(W->type, W->cols);
 	if (wrow == 0 && W->cols > 0)
 		return ERR_INVAL;
+	int r16 = W->layout == KERN_LAYOUT_R16;
+	if (W->layout != KERN_LAYOUT_ROWS && !r16)
+		return ERR_INVAL;
+	if (r16) {
+		kern_mat_t plain = *W;
+		plain.layout = KERN_LAYOUT_ROWS;
+		if (!kern_repack_ok(&plain) || ((uintptr_t)W->data & 63))
+			return ERR_INVAL;
+		for (int w = 1; w < nw; w++)
+			if (Wv[w]->rows % R16 || ((uintptr_t)Wv[w]->data & 63))
+				return ERR_INVAL;
+	}
 	if (n == 0)
 		return 0;
 	if (W->cols == 0) {
@@ -175,8 +204,13 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 	j.args.Y = Y;
 	j.args.vec_dot = tr->vec_dot;
 	j.X = X;
-	j.mm = ops->mm[W->type] ? ops->mm[W->type] : mm_generic;
-	j.ws_size = ops->mm[W->type] && ops->mm_ws ? align_up(ops->mm_ws(W->type, W->cols, n)) : 0;
+	if (r16) {
+		j.mm = ops->mm_r16[W->type] ? ops->mm_r16[W->type] : mm_generic_r16;
+		j.ws_size = align_up(ops->mm_r16[W->type] ? ops->mm_r16_ws(W->type, W->cols, n) : R16 * wrow);
+	} else {
+		j.mm = ops->mm[W->type] ? ops->mm[W->type] : mm_generic;
+		j.ws_size = ops->mm[W->type] && ops->mm_ws ? align_up(ops->mm_ws(W->type, W->cols, n)) : 0;
+	}
 
 	size_t xbytes = 0;
 	if (vdt != KERN_F32) {
@@ -192,7 +226,7 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 		j.args.xq = X;
 	}
 	size_t pbytes = 0;
-	if (ops->mm[W->type] && ops->mm_prep)
+	if ((r16 ? ops->mm_r16[W->type] : ops->mm[W->type]) && ops->mm_prep)
 		pbytes = align_up(ops->mm_prep_size(W->type, W->cols, n));
 	int rc = scratch_reserve(k, xbytes + pbytes + j.ws_size * (size_t)nth);
 	if (rc)

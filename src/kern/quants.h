@@ -120,6 +120,27 @@ static inline float kern__fold16(float *a)
 	return a[0];
 }
 
+/* ---- R16 layout (kern.h) ---- */
+
+#define R16 16
+/* Bytes of one row's quants in one block, and of one pair of blocks of a
+ * 16-row group (64 bytes of scales, then two blocks of 16 rows). */
+static inline size_t kern__r16_qbytes(int type) { return type == KERN_Q4_0 ? 16 : 32; }
+static inline size_t kern__r16_pair(int type) { return 64 + 2 * R16 * kern__r16_qbytes(type); }
+/* Offset of row r's quants (0..15) in a block of a group. Rows go in four
+ * sets (r % 4); each 64 bytes hold one set's 4 rows, row r at 16 * (r / 4):
+ * for Q4_0 its 16 bytes of nibbles, for Q8_0 its elements 0-15, with
+ * elements 16-31 in the next 64 bytes. So one zmm load gives 4 rows in its
+ * 4 lanes of 128 bits, as the generation kernel multiplies them. */
+static inline size_t kern__r16_qoff(int type, int r)
+{
+	return (size_t)(r % 4) * (type == KERN_Q4_0 ? 64 : 128) + (size_t)(r / 4) * 16;
+}
+/* Row r of an R16 matrix in ROWS layout (kern_row_size bytes) into dst;
+ * _part: only its nblk blocks from block b0. */
+void kern__r16_get_row(const kern_mat_t *W, int64_t r, void *dst);
+void kern__r16_get_row_part(const kern_mat_t *W, int64_t r, int64_t b0, int64_t nblk, void *dst);
+
 /* ---- per-ISA kernel tables ---- */
 
 /* Arguments of a matmul slice: Y[t][r] for r in [r0, r1), t in [0, n). */
@@ -144,6 +165,10 @@ typedef struct kern_ops {
 	kern_mm_fn mm[KERN_TYPE_COUNT];
 	/* Per-thread workspace bytes the mm kernel of a type needs. */
 	size_t (*mm_ws)(int type, int64_t cols, int64_t n);
+	/* The same for R16 matrices; NULL = rows unpacked for the generic loop.
+	 * Slices start on a multiple of 16 rows. */
+	kern_mm_fn mm_r16[KERN_TYPE_COUNT];
+	size_t (*mm_r16_ws)(int type, int64_t cols, int64_t n);
 	/* Optional shared re-layout of the quantized activations, run on all
 	 * threads before mm (part ith of nth); size 0 = not wanted for this
 	 * type and batch size. */

@@ -721,6 +721,20 @@ void gguf_drop_pages(gguf_t *g)
 		madvise(g->map, g->map_len, MADV_DONTNEED);
 }
 
+void gguf_drop_range(const gguf_t *g, const void *p, size_t n)
+{
+	if (!g->map || (const uint8_t *)g->map != g->base)
+		return;     /* not a file mapping: its pages are the only copy */
+	uintptr_t lo = (uintptr_t)p, hi = lo + n, mlo = (uintptr_t)g->map, mhi = mlo + g->map_len;
+	if (lo < mlo || hi > mhi || hi < lo)
+		return;
+	uintptr_t pg = 4096;
+	lo = (lo + pg - 1) & ~(pg - 1);
+	hi &= ~(pg - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 uint64_t gguf_data_offset(const gguf_t *g) { return g->data_off; }
 int64_t gguf_n_kv(const gguf_t *g) { return g->n_kv; }
 int64_t gguf_n_tensors(const gguf_t *g) { return g->n_tensors; }

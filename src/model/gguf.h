@@ -122,6 +122,9 @@ uint64_t gguf_data_offset(const gguf_t *g);   /* start of the tensor data sectio
 /* Lets go of the pages of a file mapping read so far (they leave this
  * process's RSS; later reads fault them in again). No-op for a loaded copy. */
 void gguf_drop_pages(gguf_t *g);
+/* The same for the pages wholly inside [p, p + n) (a copy of some tensors
+ * was made); nothing if p is not in this file's mapping. */
+void gguf_drop_range(const gguf_t *g, const void *p, size_t n);
 /* Where the tensor infos start: the metadata section is [24, this). */
 uint64_t gguf_tensor_info_offset(const gguf_t *g);
 

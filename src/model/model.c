@@ -304,24 +304,47 @@ uint64_t model_weight_bytes(const model_t *m, int a, int b, int with_head)
 struct pin {
 	uint8_t *base;      /* NULL: first pass, only sizes are summed */
 	size_t off;
+	const gguf_t *g;    /* the source mapping, whose pages are dropped once copied */
+	int repack;         /* R16 where the kernels gain from it */
 };
+
+static void *pin_at(struct pin *p, size_t n)
+{
+	size_t at = (p->off + 63) & ~(size_t)63;
+	p->off = at + n;
+	return p->base ? p->base + at : NULL;
+}
 
 static const void *pin_one(struct pin *p, const void *src, size_t n)
 {
 	if (!src || !n)
 		return src;
-	size_t at = (p->off + 63) & ~(size_t)63;
-	p->off = at + n;
-	if (!p->base)
+	void *dst = pin_at(p, n);
+	if (!dst)
 		return src;
-	memcpy(p->base + at, src, n);
-	return p->base + at;
+	memcpy(dst, src, n);
+	gguf_drop_range(p->g, src, n);
+	return dst;
 }
 
+/* Matrices the generation kernels read faster in R16 layout are repacked
+ * on the way (kern.h); the others are copied as they are. */
 static void pin_mat(struct pin *p, kern_mat_t *w)
 {
-	if (w->data)
-		w->data = pin_one(p, w->data, (size_t)w->rows * kern_row_size(w->type, w->cols));
+	if (!w->data)
+		return;
+	size_t n = (size_t)w->rows * kern_row_size(w->type, w->cols);
+	if (!p->repack || !kern_repack_useful(w)) {
+		w->data = pin_one(p, w->data, n);
+		return;
+	}
+	void *dst = pin_at(p, n);
+	if (!dst)
+		return;
+	kern_repack(w, dst);
+	gguf_drop_range(p->g, w->data, n);
+	w->data = dst;
+	w->layout = KERN_LAYOUT_R16;
 }
 
 static void pin_vec(struct pin *p, const float **v, int64_t n)
@@ -363,6 +386,11 @@ static void pin_all(model_t *m, struct pin *p)
 
 int model_pin(model_t *m, err_msg_t *e)
 {
+	return model_pin_ex(m, 0, e);
+}
+
+int model_pin_ex(model_t *m, int flags, err_msg_t *e)
+{
 	if (m->pinned)
 		return 0;
 	/* Sizes first (a dry run on a copy, so nothing is repointed yet). */
@@ -372,7 +400,7 @@ int model_pin(model_t *m, err_msg_t *e)
 		return err_set(e, ERR_NOMEM, "out of memory");
 	memcpy(layers, m->layers, sizeof(model_layer_t) * (size_t)m->hp.n_layer);
 	dry.layers = layers;
-	struct pin p = { NULL, 0 };
+	struct pin p = { NULL, 0, m->gguf, !(flags & MODEL_PIN_NO_REPACK) };
 	pin_all(&dry, &p);
 	free(layers);
 	const size_t huge = 2u << 20;
@@ -382,7 +410,7 @@ int model_pin(model_t *m, err_msg_t *e)
 		return err_set(e, ERR_NOMEM, "cannot allocate %zu bytes for the weights", len);
 	uint8_t *base = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
 	madvise(base, len - (size_t)(base - (uint8_t *)map), MADV_HUGEPAGE);
-	struct pin q = { base, 0 };
+	struct pin q = { base, 0, m->gguf, !(flags & MODEL_PIN_NO_REPACK) };
 	pin_all(m, &q);
 	mprotect(map, len, PROT_READ);
 	m->pinned = map;

@@ -85,6 +85,10 @@ void model_free(model_t *m);
  * and a shard holds only its own layers in memory. The gguf_t is still needed
  * for metadata. On failure the model keeps using the mapping. */
 int model_pin(model_t *m, err_msg_t *e) WUR;
+/* model_pin with flags: MODEL_PIN_NO_REPACK copies every matrix as it is in
+ * the file (to compare the layouts; the results are the same bits). */
+#define MODEL_PIN_NO_REPACK 1
+int model_pin_ex(model_t *m, int flags, err_msg_t *e) WUR;
 
 /* Bytes of weights read per token by layers [a, b) (+ head if with_head). */
 uint64_t model_weight_bytes(const model_t *m, int a, int b, int with_head);

@@ -36,7 +36,8 @@ static void open_synth(struct mdl *d, const char *preset, int type)
 	memset(d, 0, sizeof(*d));
 	REQUIRE(synth_preset(preset, &p) == 0);
 	p.type = type;
-	snprintf(d->path, sizeof(d->path), "/tmp/colony-test-%d-%s-%d.gguf", (int)getpid(), preset, type);
+	static int seq;
+	snprintf(d->path, sizeof(d->path), "/tmp/colony-test-%d-%s-%d-%d.gguf", (int)getpid(), preset, type, seq++);
 	int r = synth_write(&p, d->path, &e);
 	if (r)
 		fprintf(stderr, "  synth_write: %s\n", e.msg);
@@ -117,8 +118,39 @@ static void test_invariance_stories(void)
 	mdl_close(&d);
 }
 
+/* Weights pinned to huge pages, repacked (R16) where the kernels gain from
+ * it: the same bits as the file's layout, batched, chunked and token by token. */
+static void check_pinned(const char *preset, int type)
+{
+	enum { N = 37 };
+	struct mdl a, b;
+	err_msg_t e;
+	open_synth(&a, preset, type);
+	open_synth(&b, preset, type);
+	REQUIRE(model_pin(b.m, &e) == 0);
+	if (kern_isa_active() == KERN_ISA_AVX512 && (type == KERN_Q8_0 || type == KERN_Q4_0))
+		CHECK(b.m->layers[0].wq.layout == KERN_LAYOUT_R16);
+	int32_t toks[N];
+	make_tokens(toks, N, a.m->hp.n_vocab, 11);
+	size_t sz = sizeof(float) * N * (size_t)a.m->hp.n_vocab;
+	float *base = all_logits(a.m, toks, N, N, 1, 1, FWD_KV_F32);
+	float *p1 = all_logits(b.m, toks, N, N, 2, 1, FWD_KV_F32);
+	float *p2 = all_logits(b.m, toks, N, 1, 2, 2, FWD_KV_F32);
+	float *p3 = all_logits(b.m, toks, N, 9, 1, 1, FWD_KV_F32);
+	REQUIRE(base && p1 && p2 && p3);
+	CHECK(memcmp(base, p1, sz) == 0);
+	CHECK(memcmp(base, p2, sz) == 0);
+	CHECK(memcmp(base, p3, sz) == 0);
+	free(base), free(p1), free(p2), free(p3);
+	mdl_close(&a);
+	mdl_close(&b);
+}
+
 static void test_invariance_synth_types(void)
 {
+	check_pinned("tiny", KERN_Q8_0);
+	check_pinned("tiny", KERN_Q4_0);
+	check_pinned("small", KERN_Q8_0);
 	int types[] = { KERN_F16, KERN_Q8_0, KERN_Q4_0, KERN_BF16 };
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		struct mdl d;

@@ -399,7 +399,8 @@ static void test_isa_bitexact(void)
 static void test_matmul(void)
 {
 	static const int64_t ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 128 };
-	static const int64_t shapes[][2] = { { 37, 256 }, { 70, 512 }, { 16, 2304 }, { 5, 768 } };
+	static const int64_t shapes[][2] = { { 37, 256 }, { 70, 512 }, { 16, 2304 }, { 5, 768 }, { 48, 320 } };
+	enum { NSHAPES = sizeof(shapes) / sizeof(shapes[0]) };
 	pool_t *p2 = pool_new(2);
 	REQUIRE(p2);
 	kern_ctx_t k1, k2;
@@ -408,7 +409,7 @@ static void test_matmul(void)
 	const kern_ops_t *ref = kern__ops_isa(KERN_ISA_REF);
 	enum kern_isa saved = kern_isa_active();
 	int64_t nmax = 128;
-	for (int s = 0; s < 4; s++) {
+	for (int s = 0; s < NSHAPES; s++) {
 		int64_t rows = shapes[s][0], cols = shapes[s][1];
 		float *wf = malloc(rows * cols * 4), *X = malloc(nmax * cols * 4);
 		float *want = malloc(nmax * rows * 4), *Y = malloc(nmax * rows * 4);
@@ -433,10 +434,30 @@ static void test_matmul(void)
 				for (int64_t r = 0; r < rows; r++)
 					ref->vec_dot[t](cols, &want[tk * rows + r], wq + r * rs, xa);
 			}
-			kern_mat_t W = { wq, t, rows, cols };
+			kern_mat_t W0 = { wq, t, rows, cols, KERN_LAYOUT_ROWS }, W = W0;
+			/* the same matrix repacked (R16) must give the same bits */
+			void *r16 = NULL;
+			int layouts = 1;
+			if (kern_repack_ok(&W0)) {
+				REQUIRE(posix_memalign(&r16, 64, rows * rs) == 0);
+				kern_repack(&W0, r16);
+				layouts = 2;
+				float row1[2304], row2[2304];
+				for (int64_t r = 0; r < rows; r++) {
+					kern_mat_t Wr = { r16, t, rows, cols, KERN_LAYOUT_R16 };
+					CHECK_OK(kern_get_row(&W0, r, row1));
+					CHECK_OK(kern_get_row(&Wr, r, row2));
+					CHECK(memcmp(row1, row2, cols * 4) == 0);
+				}
+			}
+			for (int lay = 0; lay < layouts; lay++)
 			for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
 				if (kern_isa_select(isa) != 0)
 					continue;
+				if (lay) {
+					W.data = r16;
+					W.layout = KERN_LAYOUT_R16;
+				}
 				for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
 					int64_t n = ns[ni];
 					for (int th = 0; th < 2; th++) {
@@ -445,14 +466,16 @@ static void test_matmul(void)
 						CHECK_OK(kern_matmul(th ? &k2 : &k1, &W, X, n, Y));
 						if (memcmp(Y, want, n * rows * 4) != 0) {
 							CHECK(!"matmul differs from ref vec_dot");
-							fprintf(stderr, "  type %s isa %s shape %lldx%lld n=%lld threads=%d\n",
+							fprintf(stderr, "  type %s isa %s shape %lldx%lld n=%lld threads=%d%s\n",
 								tr->name, kern_isa_name(isa), (long long)rows,
-								(long long)cols, (long long)n, th + 1);
+								(long long)cols, (long long)n, th + 1, lay ? " r16" : "");
+							free(r16);
 							goto next_type;
 						}
 					}
 				}
 			}
+			free(r16);
 		next_type:;
 		}
 		free(wf); free(X); free(want); free(Y); free(wq); free(xq);
@@ -460,10 +483,15 @@ static void test_matmul(void)
 	CHECK_OK(kern_isa_select(saved));
 	/* bad arguments */
 	float x[32], y[4];
-	kern_mat_t bad = { x, KERN_Q4_1, 1, 32 };
+	kern_mat_t bad = { x, KERN_Q4_1, 1, 32, KERN_LAYOUT_ROWS };
 	CHECK_EQ_INT(kern_matmul(&k1, &bad, x, 1, y), ERR_UNSUPPORTED);
-	kern_mat_t odd = { x, KERN_Q8_0, 1, 33 };
+	kern_mat_t odd = { x, KERN_Q8_0, 1, 33, KERN_LAYOUT_ROWS };
 	CHECK(kern_matmul(&k1, &odd, x, 1, y) != 0);
+	/* R16 needs a repackable shape and 64-byte alignment */
+	kern_mat_t r16bad = { x, KERN_Q8_0, 1, 32, KERN_LAYOUT_R16 };
+	CHECK_EQ_INT(kern_matmul(&k1, &r16bad, x, 1, y), ERR_INVAL);
+	kern_mat_t badlay = { x, KERN_Q8_0, 1, 32, 7 };
+	CHECK_EQ_INT(kern_matmul(&k1, &badlay, x, 1, y), ERR_INVAL);
 	kern_ctx_close(&k1);
 	kern_ctx_close(&k2);
 	pool_free(p2);
@@ -481,7 +509,7 @@ static void test_get_row(void)
 		size_t rs = kern_row_size(wtypes[k], cols);
 		for (int64_t r = 0; r < rows; r++)
 			tr->from_float(wf + r * cols, wq + r * rs, cols);
-		kern_mat_t W = { wq, wtypes[k], rows, cols };
+		kern_mat_t W = { wq, wtypes[k], rows, cols, KERN_LAYOUT_ROWS };
 		CHECK_OK(kern_get_row(&W, 3, y));
 		tr->to_float(wq + 3 * rs, ref, cols);
 		CHECK(memcmp(y, ref, cols * 4) == 0);

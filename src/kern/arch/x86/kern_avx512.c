@@ -460,6 +460,158 @@ static void mm_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
 }
 
 
+/* ---- R16 matrices (kern.h): one sequential stream per 16-row group ----
+ * Up to R16_GEMV_MAX tokens (generation, and the small batches of
+ * continuous batching): per pair of blocks, one cache line of 32 scales;
+ * per block, the 16 rows' quants are 8 aligned zmm loads (Q8_0; 4 for
+ * Q4_0, split into nibbles) holding rows (j, j + 4, j + 8, j + 12) in their
+ * 128-bit lanes, against x[0..15] and x[16..31]: four dots per row to fold,
+ * as reduce16's Q4_0 case does. The weights stay in registers while up to
+ * RT tokens pass over them. Per token and block the integer dots and float
+ * steps are those of gemv_q, so the bits are the same. Software prefetch
+ * made this single stream slower (the hardware prefetcher follows it). */
+#define RT 8
+#define R16_GEMV_MAX 32
+
+static inline __attribute__((always_inline))
+void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, const int q4)
+{
+	const int64_t nb = a->W->cols / 32, rows = a->W->rows, n = a->n;
+	const size_t qb = q4 ? 16 : 32, pair = 64 + 2 * 16 * qb;
+	const __m512i m4 = _mm512_set1_epi8(15), bias = _mm512_set1_epi8((char)0x80);
+	/* each token block's sum, for the u8 bias of the weights */
+	for (int64_t t = 0; t < n; t++) {
+		const kern_block_q8_0 *x = (const kern_block_q8_0 *)((const char *)a->xq + (size_t)t * a->xrow);
+		for (int64_t b = 0; b < nb; b++)
+			xs[t * nb + b] = (q4 ? 8 : 128) *
+				hsum_i32(dot4(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)x[b].qs)));
+	}
+	for (int64_t rb = r0; rb < r1; rb += 16) {
+		const char *G = (const char *)a->W->data + (size_t)rb * a->wrow;
+		for (int64_t t0 = 0; t0 < n; t0 += RT) {
+			const int nt = n - t0 < RT ? (int)(n - t0) : RT;
+			const char *xr = (const char *)a->xq + (size_t)t0 * a->xrow;
+			__m512 acc[RT];
+#pragma GCC unroll 8
+			for (int t = 0; t < RT; t++)
+				acc[t] = _mm512_setzero_ps();
+			for (int64_t p = 0; p < nb / 2; p++) {
+				const char *P = G + (size_t)p * pair;
+				__m512 dws[2] = { _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)P)),
+						  _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(P + 32))) };
+#pragma GCC unroll 2
+				for (int h = 0; h < 2; h++) {
+					const int64_t b = 2 * p + h;
+					const char *Q = P + 64 + (size_t)h * 16 * qb;
+					/* Wv[2j], Wv[2j + 1]: rows (j, j + 4, j + 8, j + 12), one per
+					 * 128-bit lane, against x[0..15] and x[16..31] */
+					__m512i Wv[8];
+					if (q4) {
+#pragma GCC unroll 4
+						for (int j = 0; j < 4; j++) {
+							__m512i q = _mm512_load_si512(Q + 64 * j);
+							Wv[2 * j] = _mm512_and_si512(q, m4);
+							Wv[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+						}
+					} else {
+#pragma GCC unroll 8
+						for (int i = 0; i < 8; i++)
+							Wv[i] = _mm512_xor_si512(_mm512_load_si512(Q + 64 * i), bias);
+					}
+#pragma GCC unroll 8
+					for (int t = 0; t < RT; t++) {
+						if (t >= nt)
+							break;
+						const kern_block_q8_0 *x = (const kern_block_q8_0 *)(xr + (size_t)t * a->xrow) + b;
+						__m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
+						__m512i xl = _mm512_broadcast_i32x4(_mm256_castsi256_si128(xq));
+						__m512i xh = _mm512_broadcast_i32x4(_mm256_extracti128_si256(xq, 1));
+						__m512i Z[4];
+#pragma GCC unroll 4
+						for (int j = 0; j < 4; j++)
+							Z[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
+												     Wv[2 * j], xl), Wv[2 * j + 1], xh);
+						__m512i isum = _mm512_sub_epi32(reduce16(Z, 1),
+									       _mm512_set1_epi32(xs[(t0 + t) * nb + b]));
+						__m512 d = _mm512_mul_ps(dws[h], _mm512_set1_ps(h2f(x->d)));
+						acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[t]);
+					}
+				}
+			}
+#pragma GCC unroll 8
+			for (int t = 0; t < RT; t++) {
+				if (t >= nt)
+					break;
+				float tmp[16];
+				_mm512_storeu_ps(tmp, acc[t]);
+				memcpy(&a->Y[(t0 + t) * rows + rb], tmp, sizeof(tmp));
+			}
+		}
+	}
+}
+
+/* Larger batches: each group back to plain int8 rows, as mm_q4_0 does,
+ * then the token-tiled kernel. */
+static void mm_r16_tiled(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws, const int q4)
+{
+	int64_t nb = a->W->cols / 32;
+	const size_t qb = q4 ? 16 : 32, pair = 64 + 2 * 16 * qb;
+	float *dw = ws;
+	int32_t *corr = (int32_t *)(dw + GR * nb);
+	int8_t *unp = (int8_t *)(corr + GR * nb);
+	const __m256i eight = _mm256_set1_epi8(8);
+	for (int64_t rb = r0; rb < r1; rb += 16) {
+		const char *G = (const char *)a->W->data + (size_t)rb * a->wrow;
+		const int8_t *wp[GR];
+		for (int r = 0; r < GR; r++)
+			wp[r] = unp + (size_t)r * nb * 32;
+		for (int64_t b = 0; b < nb; b++) {
+			const char *P = G + (size_t)(b / 2) * pair;
+			const char *Q = P + 64 + (size_t)(b % 2) * 16 * qb;
+			for (int r = 0; r < GR; r++) {
+				uint16_t h;
+				memcpy(&h, P + 2 * (16 * (b % 2) + r), 2);
+				__m256i q;
+				const char *qr = Q + kern__r16_qoff(q4 ? KERN_Q4_0 : KERN_Q8_0, r);
+				if (q4)
+					q = _mm256_sub_epi8(unpack_q4_0((const uint8_t *)qr), eight);
+				else
+					q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(qr + 64)),
+							     _mm_loadu_si128((const __m128i *)qr));
+				_mm256_storeu_si256((__m256i *)(unp + ((size_t)r * nb + b) * 32), q);
+				dw[r * nb + b] = h2f(h);
+				corr[r * nb + b] = 128 * hsum_i32(dot4(_mm256_set1_epi8(1), q));
+			}
+		}
+		tile_q8(a, rb, GR, wp, 32, dw, corr);
+	}
+}
+
+static void mm_r16_q8_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
+{
+	if (a->n <= R16_GEMV_MAX)
+		gemv_r16(a, r0, r1, ws, 0);
+	else
+		mm_r16_tiled(a, r0, r1, ws, 0);
+}
+
+static void mm_r16_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
+{
+	if (a->n <= R16_GEMV_MAX)
+		gemv_r16(a, r0, r1, ws, 1);
+	else
+		mm_r16_tiled(a, r0, r1, ws, 1);
+}
+
+static size_t mm_r16_ws(int type, int64_t cols, int64_t n)
+{
+	(void)type;
+	int64_t nb = cols / 32;
+	size_t tiled = (size_t)GR * (size_t)nb * (4 + 4 + 32);
+	size_t sums = (size_t)n * (size_t)nb * 4;
+	return (tiled > sums ? tiled : sums) + 64;
+}
+
 /* ---- K-quant tiles: KR rows x 16 tokens ----
  * Each row's super-block is unpacked once per row tile to int8 in element
  * order with its integer scales, and the bias corrections folded into one
@@ -787,6 +939,11 @@ static const kern_ops_t ops_avx512 = {
 		[KERN_BF16] = mm_bf16,
 	},
 	.mm_ws = mm_ws,
+	.mm_r16 = {
+		[KERN_Q8_0] = mm_r16_q8_0,
+		[KERN_Q4_0] = mm_r16_q4_0,
+	},
+	.mm_r16_ws = mm_r16_ws,
 	.mm_prep_size = mm_prep_size,
 	.mm_prep = mm_prep,
 };
