@@ -50,10 +50,13 @@ int main(int argc, char **argv)
 	gguf_t *g;
 	model_t *m;
 	err_msg_t e;
-	if (gguf_open_ex(argv[1], GGUF_OPEN_HUGE, &g, &e) || model_load(g, &m, &e)) {
+	if (gguf_open(argv[1], &g, &e) || model_load(g, &m, &e)) {
 		fprintf(stderr, "%s: %s\n", argv[1], e.msg);
 		return 1;
 	}
+	/* as a node holds its layers: in huge pages, repacked (BENCH_NO_REPACK=1: as in the file) */
+	if (model_pin_ex(m, getenv("BENCH_NO_REPACK") ? MODEL_PIN_NO_REPACK : 0, &e))
+		fprintf(stderr, "%s: weights stay mapped: %s\n", argv[1], e.msg);
 	uint8_t mid[32];
 	pool_t *pool = pool_new(2);
 	if (manifest_model_id(g, pool, mid, &e))
@@ -68,6 +71,7 @@ int main(int argc, char **argv)
 	       steps);
 	printf("%8s %12s %14s %10s\n", "sessions", "steps/s", "tokens/s", "vs 1");
 	int counts[] = { 1, 2, 4, 8, 16 };
+	if (getenv("BENCH_SESSIONS")) counts[0] = counts[1] = counts[2] = counts[3] = counts[4] = atoi(getenv("BENCH_SESSIONS"));
 	for (int ci = 0; ci < 5; ci++) {
 		int S = counts[ci];
 		shard_cfg_t sc;

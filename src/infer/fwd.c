@@ -193,10 +193,11 @@ static void rmsnorm(fwd_ctx_t *c, float *y, const float *x, const float *w, int 
 	run_job(c, rms_job_cb, &j, 3.0 * n * d);
 }
 
-/* Rotates one head vector v (head_dim) at position pos. Angles are computed in
- * double from the position, never accumulated, so they do not depend on how
- * the sequence was batched. */
-static void rope_head(float *v, int pos, const model_hparams_t *hp, const float *freqs)
+/* The rotation of position pos: cs[i], sn[i] for i < rope_dim / 2. Angles
+ * are computed in double from the position, never accumulated, so they do
+ * not depend on how the sequence was batched. */
+#define ROPE_MAX_HALF 512   /* head_dim <= 1024 (model.c) */
+static void rope_angles(int pos, const model_hparams_t *hp, const float *freqs, float *cs, float *sn)
 {
 	int half = hp->rope_dim / 2;
 	for (int i = 0; i < half; i++) {
@@ -204,7 +205,16 @@ static void rope_head(float *v, int pos, const model_hparams_t *hp, const float 
 		if (freqs)
 			inv /= (double)freqs[i];
 		double ang = (double)pos * inv;
-		float cs = (float)cos(ang), sn = (float)sin(ang);
+		cs[i] = (float)cos(ang);
+		sn[i] = (float)sin(ang);
+	}
+}
+
+/* Rotates one head vector v (head_dim) by the angles of its position. */
+static void rope_head(float *v, const model_hparams_t *hp, const float *cs, const float *sn)
+{
+	int half = hp->rope_dim / 2;
+	for (int i = 0; i < half; i++) {
 		int i0, i1;
 		if (hp->rope_type == MODEL_ROPE_NEOX) {
 			i0 = i;
@@ -214,8 +224,8 @@ static void rope_head(float *v, int pos, const model_hparams_t *hp, const float 
 			i1 = 2 * i + 1;
 		}
 		float x0 = v[i0], x1 = v[i1];
-		v[i0] = x0 * cs - x1 * sn;
-		v[i1] = x0 * sn + x1 * cs;
+		v[i0] = x0 * cs[i] - x1 * sn[i];
+		v[i1] = x0 * sn[i] + x1 * cs[i];
 	}
 }
 
@@ -248,10 +258,13 @@ static void qkv_store_cb(void *arg, int ith, int nth)
 			for (int i = 0; i < kvd; i++) k[i] += L->bk[i];
 		if (L->bv)
 			for (int i = 0; i < kvd; i++) v[i] += L->bv[i];
+		/* one set of angles per row, for all its heads */
+		float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+		rope_angles(j->pos[r], hp, j->m->rope_freqs, cs, sn);
 		for (int h = 0; h < hp->n_head; h++)
-			rope_head(q + h * hp->head_dim, j->pos[r], hp, j->m->rope_freqs);
+			rope_head(q + h * hp->head_dim, hp, cs, sn);
 		for (int h = 0; h < hp->n_head_kv; h++)
-			rope_head(k + h * hp->head_dim, j->pos[r], hp, j->m->rope_freqs);
+			rope_head(k + h * hp->head_dim, hp, cs, sn);
 		fwd_state_t *s = j->st[r];
 		void *kc = kv_at(s, s->k, j->layer, j->pos[r]);
 		void *vc = kv_at(s, s->v, j->layer, j->pos[r]);

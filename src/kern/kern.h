@@ -82,8 +82,9 @@ kern_vec_dot_fn kern_vec_dot_isa(int t, enum kern_isa isa);
  *   R16:  Q8_0 and Q4_0 only, made by kern_repack: groups of 16 rows; in a
  *         group, blocks go in pairs (2p, 2p + 1), each pair 64 bytes of the
  *         32 f16 scales (16 rows of block 2p, then of 2p + 1) followed by the
- *         quants of block 2p for the 16 rows, then of block 2p + 1, the rows
- *         in the order the generation kernels read them. A group is one
+ *         quants of block 2p for the 16 rows, then of block 2p + 1, each
+ *         block as 64-byte vectors whose 32-bit lane r holds 4 bytes of row
+ *         r (vector k: bytes 4k..4k+3 of the block's qs). A group is one
  *         sequential stream of the same size as its 16 rows, and every pair
  *         starts on a 64-byte boundary. Same numbers, same results: only
  *         the order of the bytes changes. */

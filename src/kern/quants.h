@@ -127,15 +127,10 @@ static inline float kern__fold16(float *a)
  * 16-row group (64 bytes of scales, then two blocks of 16 rows). */
 static inline size_t kern__r16_qbytes(int type) { return type == KERN_Q4_0 ? 16 : 32; }
 static inline size_t kern__r16_pair(int type) { return 64 + 2 * R16 * kern__r16_qbytes(type); }
-/* Offset of row r's quants (0..15) in a block of a group. Rows go in four
- * sets (r % 4); each 64 bytes hold one set's 4 rows, row r at 16 * (r / 4):
- * for Q4_0 its 16 bytes of nibbles, for Q8_0 its elements 0-15, with
- * elements 16-31 in the next 64 bytes. So one zmm load gives 4 rows in its
- * 4 lanes of 128 bits, as the generation kernel multiplies them. */
-static inline size_t kern__r16_qoff(int type, int r)
-{
-	return (size_t)(r % 4) * (type == KERN_Q4_0 ? 64 : 128) + (size_t)(r / 4) * 16;
-}
+/* Offset of dword k of row r's quants (0..15) in a block of a group: the
+ * block's quants are qbytes / 4 vectors of 64 bytes, vector k holding
+ * dword k (bytes 4k..4k+3 of qs) of row r in its 32-bit lane r. */
+static inline size_t kern__r16_qoff(int r, int k) { return (size_t)k * 64 + (size_t)r * 4; }
 /* Row r of an R16 matrix in ROWS layout (kern_row_size bytes) into dst;
  * _part: only its nblk blocks from block b0. */
 void kern__r16_get_row(const kern_mat_t *W, int64_t r, void *dst);

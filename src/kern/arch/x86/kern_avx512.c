@@ -463,15 +463,23 @@ static void mm_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
 /* ---- R16 matrices (kern.h): one sequential stream per 16-row group ----
  * Up to R16_GEMV_MAX tokens (generation, and the small batches of
  * continuous batching): per pair of blocks, one cache line of 32 scales;
- * per block, the 16 rows' quants are 8 aligned zmm loads (Q8_0; 4 for
- * Q4_0, split into nibbles) holding rows (j, j + 4, j + 8, j + 12) in their
- * 128-bit lanes, against x[0..15] and x[16..31]: four dots per row to fold,
- * as reduce16's Q4_0 case does. The weights stay in registers while up to
- * RT tokens pass over them. Per token and block the integer dots and float
- * steps are those of gemv_q, so the bits are the same. Software prefetch
- * made this single stream slower (the hardware prefetcher follows it). */
+ * per block, 8 vectors (Q8_0 biased to u8; Q4_0: 4, split into low and
+ * high nibbles) whose lane r holds 4 quants of row r, so 8 vpdpbusd
+ * against one broadcast dword of the token each leave the 16 rows' block
+ * dots in the 16 lanes of one vector: nothing to fold. The weights stay in
+ * registers while up to RT tokens pass over them. Per token and block the
+ * integer dots and float steps are those of gemv_q, so the bits are the
+ * same. Software prefetch made this single stream slower (the hardware
+ * prefetcher follows it). */
 #define RT 8
 #define R16_GEMV_MAX 32
+
+static inline __m512i bcst_dw(const int8_t *p, int k)
+{
+	int32_t v;
+	memcpy(&v, p + 4 * k, 4);
+	return _mm512_set1_epi32(v);
+}
 
 static inline __attribute__((always_inline))
 void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, const int q4)
@@ -503,36 +511,30 @@ void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, cons
 				for (int h = 0; h < 2; h++) {
 					const int64_t b = 2 * p + h;
 					const char *Q = P + 64 + (size_t)h * 16 * qb;
-					/* Wv[2j], Wv[2j + 1]: rows (j, j + 4, j + 8, j + 12), one per
-					 * 128-bit lane, against x[0..15] and x[16..31] */
+					/* Wv[k]: quants 4k..4k+3 of the 16 rows, as u8 */
 					__m512i Wv[8];
 					if (q4) {
 #pragma GCC unroll 4
-						for (int j = 0; j < 4; j++) {
-							__m512i q = _mm512_load_si512(Q + 64 * j);
-							Wv[2 * j] = _mm512_and_si512(q, m4);
-							Wv[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+						for (int k = 0; k < 4; k++) {
+							__m512i q = _mm512_load_si512(Q + 64 * k);
+							Wv[k] = _mm512_and_si512(q, m4);
+							Wv[4 + k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
 						}
 					} else {
 #pragma GCC unroll 8
-						for (int i = 0; i < 8; i++)
-							Wv[i] = _mm512_xor_si512(_mm512_load_si512(Q + 64 * i), bias);
+						for (int k = 0; k < 8; k++)
+							Wv[k] = _mm512_xor_si512(_mm512_load_si512(Q + 64 * k), bias);
 					}
 #pragma GCC unroll 8
 					for (int t = 0; t < RT; t++) {
 						if (t >= nt)
 							break;
 						const kern_block_q8_0 *x = (const kern_block_q8_0 *)(xr + (size_t)t * a->xrow) + b;
-						__m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
-						__m512i xl = _mm512_broadcast_i32x4(_mm256_castsi256_si128(xq));
-						__m512i xh = _mm512_broadcast_i32x4(_mm256_extracti128_si256(xq, 1));
-						__m512i Z[4];
-#pragma GCC unroll 4
-						for (int j = 0; j < 4; j++)
-							Z[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
-												     Wv[2 * j], xl), Wv[2 * j + 1], xh);
-						__m512i isum = _mm512_sub_epi32(reduce16(Z, 1),
-									       _mm512_set1_epi32(xs[(t0 + t) * nb + b]));
+						__m512i Z = _mm512_setzero_si512();
+#pragma GCC unroll 8
+						for (int k = 0; k < 8; k++)
+							Z = _mm512_dpbusd_epi32(Z, Wv[k], bcst_dw(x->qs, k));
+						__m512i isum = _mm512_sub_epi32(Z, _mm512_set1_epi32(xs[(t0 + t) * nb + b]));
 						__m512 d = _mm512_mul_ps(dws[h], _mm512_set1_ps(h2f(x->d)));
 						acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[t]);
 					}
@@ -542,9 +544,7 @@ void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, cons
 			for (int t = 0; t < RT; t++) {
 				if (t >= nt)
 					break;
-				float tmp[16];
-				_mm512_storeu_ps(tmp, acc[t]);
-				memcpy(&a->Y[(t0 + t) * rows + rb], tmp, sizeof(tmp));
+				_mm512_storeu_ps(&a->Y[(t0 + t) * rows + rb], acc[t]);
 			}
 		}
 	}
@@ -571,13 +571,11 @@ static void mm_r16_tiled(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *
 			for (int r = 0; r < GR; r++) {
 				uint16_t h;
 				memcpy(&h, P + 2 * (16 * (b % 2) + r), 2);
-				__m256i q;
-				const char *qr = Q + kern__r16_qoff(q4 ? KERN_Q4_0 : KERN_Q8_0, r);
-				if (q4)
-					q = _mm256_sub_epi8(unpack_q4_0((const uint8_t *)qr), eight);
-				else
-					q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(qr + 64)),
-							     _mm_loadu_si128((const __m128i *)qr));
+				uint8_t qs[32];
+				for (int k = 0; k < (int)qb / 4; k++)
+					memcpy(qs + 4 * k, Q + kern__r16_qoff(r, k), 4);
+				__m256i q = q4 ? _mm256_sub_epi8(unpack_q4_0(qs), eight)
+					       : _mm256_loadu_si256((const __m256i *)qs);
 				_mm256_storeu_si256((__m256i *)(unp + ((size_t)r * nb + b) * 32), q);
 				dw[r * nb + b] = h2f(h);
 				corr[r * nb + b] = 128 * hsum_i32(dot4(_mm256_set1_epi8(1), q));
