@@ -6,6 +6,7 @@
  * vec_dot in its type's canonical order, so neither the thread count, nor
  * the batch size, nor the tiling of an ISA's kernel changes a bit.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@
 /* Rows per tile of the generic loop: their weights stay in cache while
  * every token passes over them. */
 #define MM_GEN_ROWS 16
+/* Rows per chunk when threads take chunks as they go (R16 matrices). */
+#define MM_CHUNK_ROWS 64
 /* Below this many activation values, they are quantized in the caller. */
 #define MM_QUANT_PAR_MIN (64 * 1024)
 
@@ -96,6 +99,10 @@ typedef struct mm_job {
 	size_t ws_size;
 	void (*prep)(const kern_mm_args_t *a, void *xt, int ith, int nth);
 	void *xt;
+	/* Chunked scheduling: chunk c of the job's matrices, taken in order. */
+	int chunked;
+	long nchunks;
+	atomic_long next;
 } mm_job_t;
 
 static void quantize_worker(void *arg, int ith, int nth)
@@ -114,18 +121,47 @@ static void prep_worker(void *arg, int ith, int nth)
 	j->prep(&j->args, j->xt, ith, nth);
 }
 
-/* Each thread computes its share of the rows of every matrix of the job. */
+/* Each thread computes its share of the rows of every matrix of the job:
+ * a fixed part, or (chunked) chunks of MM_CHUNK_ROWS taken from a shared
+ * counter until none is left, so that a thread slowed down (by its
+ * neighbours on the machine) does not hold the other one at the barrier.
+ * Which thread computes a row never changes its bits. */
 static void mm_worker(void *arg, int ith, int nth)
 {
 	mm_job_t *j = arg;
+	char *ws = j->ws + (size_t)ith * j->ws_size;
+	if (j->chunked) {
+		int fresh = 1;
+		for (;;) {
+			long c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+			if (c >= j->nchunks)
+				break;
+			int w = 0;
+			long per;
+			while (c >= (per = (long)((j->Ws[w]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS))) {
+				c -= per;
+				w++;
+			}
+			kern_mm_args_t a = j->args;
+			a.W = j->Ws[w];
+			a.Y = j->Ys[w];
+			a.fresh = fresh;
+			fresh = 0;
+			int64_t lo = (int64_t)c * MM_CHUNK_ROWS;
+			int64_t hi = lo + MM_CHUNK_ROWS < a.W->rows ? lo + MM_CHUNK_ROWS : a.W->rows;
+			j->mm(&a, lo, hi, ws);
+		}
+		return;
+	}
 	for (int w = 0; w < j->nw; w++) {
 		kern_mm_args_t a = j->args;
 		a.W = j->Ws[w];
 		a.Y = j->Ys[w];
+		a.fresh = 1;
 		long lo, hi;
 		pool_split((long)a.W->rows, ith, nth, MM_ROW_ALIGN, &lo, &hi);
 		if (lo < hi)
-			j->mm(&a, lo, hi, j->ws + (size_t)ith * j->ws_size);
+			j->mm(&a, lo, hi, ws);
 	}
 }
 
@@ -205,6 +241,10 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 	j.args.vec_dot = tr->vec_dot;
 	j.X = X;
 	if (r16) {
+		j.chunked = 1;
+		for (int w = 0; w < nw; w++)
+			j.nchunks += (long)((Wv[w]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS);
+		atomic_init(&j.next, 0);
 		j.mm = ops->mm_r16[W->type] ? ops->mm_r16[W->type] : mm_generic_r16;
 		j.ws_size = align_up(ops->mm_r16[W->type] ? ops->mm_r16_ws(W->type, W->cols, n) : R16 * wrow);
 	} else {

@@ -148,6 +148,9 @@ typedef struct kern_mm_args {
 	float *Y;                  /* row t at Y + t * W->rows */
 	kern_vec_dot_fn vec_dot;   /* the active ISA's vec_dot of W's type */
 	const void *xt;            /* activations re-laid by mm_prep, or NULL */
+	int fresh;                 /* the first slice this thread computes in this job:
+	                              tables of the activations kept in the thread's
+	                              workspace must be (re)computed */
 } kern_mm_args_t;
 
 typedef void (*kern_mm_fn)(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws);

@@ -487,8 +487,9 @@ void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, cons
 	const int64_t nb = a->W->cols / 32, rows = a->W->rows, n = a->n;
 	const size_t qb = q4 ? 16 : 32, pair = 64 + 2 * 16 * qb;
 	const __m512i m4 = _mm512_set1_epi8(15), bias = _mm512_set1_epi8((char)0x80);
-	/* each token block's sum, for the u8 bias of the weights */
-	for (int64_t t = 0; t < n; t++) {
+	/* each token block's sum, for the u8 bias of the weights: once per job
+	 * and thread (the matrices of a job share their activations) */
+	for (int64_t t = 0; a->fresh && t < n; t++) {
 		const kern_block_q8_0 *x = (const kern_block_q8_0 *)((const char *)a->xq + (size_t)t * a->xrow);
 		for (int64_t b = 0; b < nb; b++)
 			xs[t * nb + b] = (q4 ? 8 : 128) *
