@@ -43,7 +43,7 @@ static int forward(shard_t *s, uint64_t sid, uint32_t pos, uint32_t n, uint32_t 
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: bench_shard MODEL [steps]\n");
+		fprintf(stderr, "usage: bench_shard MODEL [steps [sessions...]]\n");
 		return 2;
 	}
 	int steps = argc > 2 ? atoi(argv[2]) : 32;
@@ -70,9 +70,20 @@ int main(int argc, char **argv)
 	printf("model %s, %d layers, one shard over all of them, 2 threads, %d decode steps per session\n", argv[1], L,
 	       steps);
 	printf("%8s %12s %14s %10s\n", "sessions", "steps/s", "tokens/s", "vs 1");
-	int counts[] = { 1, 2, 4, 8, 16 };
-	if (getenv("BENCH_SESSIONS")) counts[0] = counts[1] = counts[2] = counts[3] = counts[4] = atoi(getenv("BENCH_SESSIONS"));
-	for (int ci = 0; ci < 5; ci++) {
+	/* session counts: the arguments after steps, or 1 2 4 8 16 */
+	int counts[16] = { 1, 2, 4, 8, 16 }, ncounts = 5;
+	if (argc > 3) {
+		ncounts = 0;
+		for (int i = 3; i < argc && ncounts < 16; i++) {
+			int c = atoi(argv[i]);
+			if (c < 1 || c > 16) {
+				fprintf(stderr, "sessions: 1 to 16, not '%s'\n", argv[i]);
+				return 2;
+			}
+			counts[ncounts++] = c;
+		}
+	}
+	for (int ci = 0; ci < ncounts; ci++) {
 		int S = counts[ci];
 		shard_cfg_t sc;
 		shard_cfg_default(&sc);
