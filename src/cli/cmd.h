@@ -2,6 +2,8 @@
 #ifndef COLONY_CLI_CMD_H
 #define COLONY_CLI_CMD_H
 
+#include "api/http.h"
+
 #define COLONY_VERSION "0.1.0"
 
 /* Exit codes, documented in README.md. */
@@ -19,5 +21,19 @@ int cmd_inspect(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
 int cmd_swarm(int argc, char **argv);
+
+/* The HTTP gateway beside a node or a local swarm (cmd_api.c). */
+typedef struct cmd_api_opts {
+	const char *listen;            /* --api HOST:PORT, NULL: no gateway */
+	const char *key;               /* --api-key */
+	const char *model_path;        /* the model file it was opened from (its name is the API's model id) */
+	const char *network;
+	const char *bootstrap[SWARM_MAX_BOOTSTRAP];   /* used when dht is NULL */
+	int n_bootstrap;
+} cmd_api_opts_t;
+/* Starts the gateway over the model file g (model_id may be NULL: computed),
+ * reading the given DHT node or its own bootstrapped one; prints its URL. */
+int cmd_api_start(const cmd_api_opts_t *o, const gguf_t *g, const uint8_t *model_id, dht_node_t *dht,
+		  http_gw_t **out, err_msg_t *e);
 
 #endif

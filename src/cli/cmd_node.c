@@ -27,7 +27,9 @@ static void node_usage(FILE *f)
 		"  --home DIR           identity and control socket (default ~/.colony)\n"
 		"  --port P             TCP port of the encrypted transport (default 0: any free port)\n"
 		"  --listen HOST        address to listen on (default 127.0.0.1)\n"
-		"  --announce HOST      address to put in records (default: the listen address)\n"
+		"  --announce HOST[:PORT]  address (and port) to put in records (default: the\n"
+		"                       listen address and port); a port is for peers that reach\n"
+		"                       this node through a relay or a forwarded port ([V6]:PORT)\n"
 		"  --dht-port Q         UDP port of the DHT (default 0: any free port)\n"
 		"  --bootstrap HOST:PORT  DHT port of a known node (repeatable); none: this node\n"
 		"                       is a bootstrap node\n"
@@ -44,6 +46,12 @@ static void node_usage(FILE *f)
 		"  --stale-ms N         staleness bound of records\n"
 		"  --log-level L        debug, info, warn, error (default info)\n"
 		"  --log-json           log as JSON lines\n"
+		"  --api HOST:PORT      also serve the OpenAI-compatible HTTP API there (needs\n"
+		"                       --model: the file gives the tokenizer, embedding and head;\n"
+		"                       generations run through the swarm this node is in). Port 0\n"
+		"                       picks a free one; the URL is printed. Keep it on loopback\n"
+		"                       unless a key is set\n"
+		"  --api-key KEY        require 'Authorization: Bearer KEY' on every API request\n"
 		"\nexit codes: 0 clean stop, 1 runtime error, 2 usage, 3 bad model file\n");
 }
 
@@ -59,6 +67,43 @@ static int parse_layers(const char *s, int *a, int *b)
 		return -1;
 	*a = (int)x;
 	*b = (int)y;
+	return 0;
+}
+
+/* --announce: "HOST", "A.B.C.D:PORT", "[V6]:PORT" or a bare IPv6 address (no
+ * port). The host is copied into buf when a port follows it. */
+static int parse_announce(const char *s, char *buf, size_t cap, const char **host, int *port)
+{
+	const char *colon = strrchr(s, ':'), *ps;
+	size_t hl;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || (rb[1] && rb[1] != ':'))
+			return -1;
+		hl = (size_t)(rb - s - 1);
+		s++;
+		ps = rb[1] ? rb + 2 : NULL;
+	} else if (!colon || strchr(s, ':') != colon) {
+		*host = s;   /* no port: a host name or address, or a bare IPv6 address */
+		*port = 0;
+		return 0;
+	} else {
+		hl = (size_t)(colon - s);
+		ps = colon + 1;
+	}
+	if (hl == 0 || hl >= cap)
+		return -1;
+	memcpy(buf, s, hl);
+	buf[hl] = 0;
+	*host = buf;
+	*port = 0;
+	if (ps) {
+		char *end;
+		long p = strtol(ps, &end, 10);
+		if (end == ps || *end || p < 1 || p > 65535)
+			return -1;
+		*port = (int)p;
+	}
 	return 0;
 }
 
@@ -104,11 +149,32 @@ static const char *default_home(char *buf, size_t cap)
 	return buf;
 }
 
+/* --api: the gateway starts once the node is up and stops after it. */
+struct api_hook {
+	cmd_api_opts_t o;
+	http_gw_t *gw;
+};
+
+static int api_started(void *ud, dht_node_t *dht, const gguf_t *g, const uint8_t *model_id, err_msg_t *e)
+{
+	struct api_hook *a = ud;
+	return cmd_api_start(&a->o, g, model_id, dht, &a->gw, e);
+}
+
+static void api_stopped(void *ud)
+{
+	struct api_hook *a = ud;
+	http_gw_free(a->gw);
+	a->gw = NULL;
+}
+
 int cmd_node(int argc, char **argv)
 {
+	struct api_hook api;
+	memset(&api, 0, sizeof(api));
 	node_cfg_t c;
 	node_cfg_default(&c);
-	char homebuf[1024];
+	char homebuf[1024], annbuf[64];
 	int json = 0;
 	enum log_level lvl = LOG_INFO;
 	for (int i = 1; i < argc; i++) {
@@ -126,10 +192,16 @@ int cmd_node(int argc, char **argv)
 			return CMD_EXIT_USAGE;
 		if (!strcmp(a, "--home")) c.home = v;
 		else if (!strcmp(a, "--listen")) c.listen_host = v;
-		else if (!strcmp(a, "--announce")) c.announce_host = v;
-		else if (!strcmp(a, "--network")) c.network = v;
+		else if (!strcmp(a, "--announce")) {
+			if (parse_announce(v, annbuf, sizeof(annbuf), &c.announce_host, &c.announce_port)) {
+				fprintf(stderr, "colony: --announce expects HOST, HOST:PORT or [V6]:PORT, got '%s'\n", v);
+				return CMD_EXIT_USAGE;
+			}
+		} else if (!strcmp(a, "--network")) c.network = v;
 		else if (!strcmp(a, "--model") || !strcmp(a, "-m")) c.model_path = v;
 		else if (!strcmp(a, "--watch")) c.watch_model = v;
+		else if (!strcmp(a, "--api")) api.o.listen = v;
+		else if (!strcmp(a, "--api-key")) api.o.key = v;
 		else if (!strcmp(a, "--port")) {
 			if (opt_int(a, v, 0, 65535, &n)) return CMD_EXIT_USAGE;
 			c.port = (int)n;
@@ -178,6 +250,17 @@ int cmd_node(int argc, char **argv)
 		return CMD_EXIT_USAGE;
 	}
 	err_msg_t e = { { 0 } };
+	if (api.o.listen) {
+		if (!c.model_path) {
+			fprintf(stderr, "colony: --api needs --model (the tokenizer, embedding and head)\n");
+			return CMD_EXIT_USAGE;
+		}
+		api.o.model_path = c.model_path;
+		api.o.network = c.network;
+		c.on_started = api_started;
+		c.on_stopped = api_stopped;
+		c.hook_ud = &api;
+	}
 	int r = node_run(&c, &e);
 	if (r) {
 		fprintf(stderr, "colony: node: %s\n", e.msg[0] ? e.msg : err_str(r));

@@ -9,6 +9,7 @@
 #include "base/pool.h"
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "infer/chat.h"
 #include "infer/gen.h"
 #include "infer/sampler.h"
 #include "model/manifest.h"
@@ -31,6 +32,10 @@ static void usage(FILE *f)
 		"  -m, --model FILE       GGUF model\n"
 		"  -p, --prompt TEXT      prompt (default \"Once upon a time\")\n"
 		"  -f, --file FILE        read the prompt from FILE\n"
+		"  --chat                 the prompt is one user message, rendered through the model's\n"
+		"                         chat template (tokenizer.chat_template; the families and the\n"
+		"                         fallback are in the README); only the reply is printed, and it\n"
+		"                         ends at the end of the assistant's turn (as the HTTP API does)\n"
 		"  -n, --n-predict N      tokens to generate (default 64; stops earlier at EOS)\n"
 		"  --temp T               temperature (default 0.8; 0 = greedy)\n"
 		"  --top-k K              keep the K most likely (default 40; 0 = off)\n"
@@ -63,7 +68,7 @@ static void usage(FILE *f)
 struct run_opts {
 	const char *model, *prompt, *prompt_file, *logits_out;
 	long n_predict, threads, ctx, ranges;
-	int kv, ignore_eos, use_mmap;
+	int kv, ignore_eos, use_mmap, chat;
 	const char *swarm[SWARM_MAX_BOOTSTRAP];
 	int n_swarm;
 	const char *network;
@@ -100,6 +105,10 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		}
 		if (!strcmp(a, "--mmap")) {
 			o->use_mmap = 1;
+			continue;
+		}
+		if (!strcmp(a, "--chat")) {
+			o->chat = 1;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -228,22 +237,78 @@ static int write_logits(const char *path, const float *lg, int n)
 	return 0;
 }
 
+/* Text out: the streaming decoder, then the stop strings of the chat
+ * template (held back while they may still be forming), then stdout. */
+struct text_out {
+	const vocab_t *voc;
+	vocab_decoder_t dec;
+	chat_stop_t stop;
+	char *buf, *shown;
+	size_t cap;
+};
+
+static int text_out_init(struct text_out *t, const vocab_t *voc, const chat_tmpl_t *tmpl)
+{
+	t->voc = voc;
+	t->buf = t->shown = NULL;
+	vocab_decoder_init(&t->dec, voc, 0);
+	chat_stop_init(&t->stop);
+	if (tmpl) {
+		const char *st[CHAT_MAX_STOP_TEXTS];
+		int n = chat_stop_texts(tmpl, st);
+		for (int i = 0; i < n; i++)
+			if (chat_stop_add(&t->stop, st[i], strlen(st[i])) != 0)
+				return -1;
+	}
+	t->cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
+	t->buf = malloc(t->cap);
+	t->shown = malloc(t->cap + CHAT_STOP_MAX_LEN);
+	return t->buf && t->shown ? 0 : -1;
+}
+
+static void text_out_free(struct text_out *t)
+{
+	free(t->buf);
+	free(t->shown);
+}
+
+/* Shows a token's text; 1 when a stop string has been reached. */
+static int text_out_token(struct text_out *t, int32_t tok)
+{
+	size_t n;
+	if (vocab_decoder_push(&t->dec, tok, t->buf, t->cap, &n) == 0 && n) {
+		size_t k = chat_stop_push(&t->stop, t->buf, n, t->shown);
+		if (k) {
+			fwrite(t->shown, 1, k, stdout);
+			fflush(stdout);
+		}
+	}
+	return t->stop.hit;
+}
+
+static void text_out_end(struct text_out *t)
+{
+	size_t n, k;
+	if (!t->stop.hit && vocab_decoder_flush(&t->dec, t->buf, t->cap, &n) == 0 && n &&
+	    (k = chat_stop_push(&t->stop, t->buf, n, t->shown)))
+		fwrite(t->shown, 1, k, stdout);
+	if ((k = chat_stop_flush(&t->stop, t->shown)))
+		fwrite(t->shown, 1, k, stdout);
+}
+
 struct swarm_out {
 	long chaos_pid, chaos_at, n, chaos_sig;
 	const char *logits_out;
 	int logits_failed;
 	const vocab_t *voc;
-	vocab_decoder_t dec;
-	char *buf;
-	size_t cap;
+	struct text_out *text;
 	int ignore_eos;
-	int eos;
+	int eos, stopped;
 };
 
 static int swarm_token(void *user, int32_t token, const float *logits, int n_vocab)
 {
 	struct swarm_out *so = user;
-	size_t n;
 	/* the logits that chose the first token: those of the last prompt position */
 	long idx = so->n++;
 	if (idx == 0 && so->logits_out && write_logits(so->logits_out, logits, n_vocab))
@@ -257,16 +322,16 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 		so->eos = 1;
 		return 1;
 	}
-	if (vocab_decoder_push(&so->dec, token, so->buf, so->cap, &n) == 0 && n) {
-		fwrite(so->buf, 1, n, stdout);
-		fflush(stdout);
+	if (text_out_token(so->text, token)) {
+		so->stopped = 1;
+		return 1;
 	}
 	return 0;
 }
 
 /* Generation through a swarm: the text streams as tokens arrive. */
 static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g, const vocab_t *voc, pool_t *pool,
-		     smp_chain_t *ch, const int32_t *toks, int nt)
+		     smp_chain_t *ch, const int32_t *toks, int nt, struct text_out *text)
 {
 	err_msg_t e = { { 0 } };
 	uint8_t mid[MANIFEST_ID_LEN];
@@ -274,12 +339,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
-	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, o->logits_out, 0, voc, { 0 }, NULL, 0, o->ignore_eos, 0 };
-	so.cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
-	so.buf = malloc(so.cap);
-	if (!so.buf)
-		return CMD_EXIT_ERROR;
-	vocab_decoder_init(&so.dec, voc, 0);
+	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, o->logits_out, 0, voc, text, o->ignore_eos, 0, 0 };
 	swarm_cfg_t sc;
 	swarm_cfg_default(&sc);
 	sc.network = o->network;
@@ -299,12 +359,9 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 	sc.user = &so;
 	swarm_result_t res;
 	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);
-	size_t n;
-	if (vocab_decoder_flush(&so.dec, so.buf, so.cap, &n) == 0 && n)
-		fwrite(so.buf, 1, n, stdout);
+	text_out_end(text);
 	printf("\n");
 	fflush(stdout);
-	free(so.buf);
 	if (r) {
 		fprintf(stderr, "colony: run: swarm generation failed: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
@@ -316,7 +373,8 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		"failovers %d (%llu rows replayed); stopped: %s\n",
 		nt, res.seconds_prompt, res.n_tokens,
 		res.seconds_gen > 0 && res.n_tokens > 1 ? (res.n_tokens - 1) / res.seconds_gen : 0.0,
-		res.stats.failovers, (unsigned long long)res.stats.rows_replayed, so.eos ? "eos" : "length");
+		res.stats.failovers, (unsigned long long)res.stats.rows_replayed,
+		so.eos ? "eos" : so.stopped ? "stop text" : "length");
 	return 0;
 }
 
@@ -341,7 +399,9 @@ int cmd_run(int argc, char **argv)
 	gen_t *gen = NULL;
 	smp_chain_t *ch = NULL;
 	int32_t *toks = NULL;
-	char *prompt_buf = NULL, *out = NULL;
+	char *prompt_buf = NULL;
+	struct text_out tout;
+	int have_tout = 0;
 	err_msg_t e = { { 0 } };
 	/* Through a swarm only the embedding and head are used: map the file
 	 * rather than copy every layer. */
@@ -366,10 +426,21 @@ int cmd_run(int argc, char **argv)
 		text = prompt_buf;
 	}
 	size_t cap = text_len + 16, nt = 0;
-	toks = malloc(sizeof(int32_t) * cap);
-	if (!toks || vocab_tokenize(voc, text, text_len, 1, 0, toks, cap, &nt) != 0) {
-		fprintf(stderr, "colony: run: tokenizing the prompt failed\n");
-		goto done;
+	chat_tmpl_t tmpl;
+	chat_tmpl_from_gguf(&tmpl, g);
+	if (o.chat) {
+		/* the same path as the HTTP API's chat completions */
+		chat_msg_t msg = { CHAT_USER, text, text_len };
+		if (chat_tokenize(&tmpl, voc, &msg, 1, &toks, &nt, &e) != 0) {
+			fprintf(stderr, "colony: run: %s\n", e.msg);
+			goto done;
+		}
+	} else {
+		toks = malloc(sizeof(int32_t) * cap);
+		if (!toks || vocab_tokenize(voc, text, text_len, 1, 0, toks, cap, &nt) != 0) {
+			fprintf(stderr, "colony: run: tokenizing the prompt failed\n");
+			goto done;
+		}
 	}
 	if (nt == 0) {
 		fprintf(stderr, "colony: run: the prompt is empty and the model adds no BOS token\n");
@@ -389,17 +460,20 @@ int cmd_run(int argc, char **argv)
 		goto done;
 	}
 	ch = smp_chain_new_default(&o.sp);
-	size_t out_cap = VOCAB_DECODER_OUT_MAX(vocab_max_piece_len(voc));
-	out = malloc(out_cap);
-	if (!ch || !out)
+	if (!ch)
 		goto done;
-	fwrite(text, 1, text_len, stdout);
-	fflush(stdout);
+	have_tout = 1;
+	if (text_out_init(&tout, voc, o.chat ? &tmpl : NULL))
+		goto done;
+	if (!o.chat) {
+		fwrite(text, 1, text_len, stdout);   /* the reply alone in chat mode */
+		fflush(stdout);
+	}
 	for (size_t i = 0; i < nt; i++)
 		smp_accept(ch, toks[i]);
 
 	if (o.n_swarm) {
-		rc = run_swarm(&o, m, g, voc, pool, ch, toks, (int)nt);
+		rc = run_swarm(&o, m, g, voc, pool, ch, toks, (int)nt, &tout);
 		goto done;
 	}
 	const float *lg;
@@ -412,11 +486,8 @@ int cmd_run(int argc, char **argv)
 	if (o.logits_out && write_logits(o.logits_out, lg, m->hp.n_vocab))
 		goto done;
 
-	vocab_decoder_t dec;
-	vocab_decoder_init(&dec, voc, 0);
 	const char *why = "length";
 	long ngen = 0;
-	size_t nout;
 	t0 = clock_sec();
 	while (ngen < o.n_predict) {
 		int32_t t = smp_sample(ch, lg, m->hp.n_vocab);
@@ -429,11 +500,12 @@ int cmd_run(int argc, char **argv)
 			why = "eos";
 			break;
 		}
-		if (vocab_decoder_push(&dec, t, out, out_cap, &nout) == 0 && nout) {
-			fwrite(out, 1, nout, stdout);
-			fflush(stdout);
+		ngen++;
+		if (text_out_token(&tout, t)) {
+			why = "stop text";
+			break;
 		}
-		if (++ngen == o.n_predict)
+		if (ngen == o.n_predict)
 			break;
 		if (gen_pos(gen) >= gen_ctx(gen)) {
 			why = "context";
@@ -445,8 +517,7 @@ int cmd_run(int argc, char **argv)
 		}
 	}
 	double t_gen = clock_sec() - t0;
-	if (vocab_decoder_flush(&dec, out, out_cap, &nout) == 0 && nout)
-		fwrite(out, 1, nout, stdout);
+	text_out_end(&tout);
 	printf("\n");
 	fflush(stdout);
 	fprintf(stderr, "colony: prompt %zu tokens, %.2f tokens/s; generation %ld tokens, %.2f tokens/s; stopped: %s%s\n",
@@ -454,7 +525,8 @@ int cmd_run(int argc, char **argv)
 		!strcmp(why, "context") ? " (the context is full)" : "");
 	rc = 0;
 done:
-	free(out);
+	if (have_tout)
+		text_out_free(&tout);
 	free(toks);
 	free(prompt_buf);
 	smp_chain_free(ch);

@@ -29,6 +29,10 @@ static void usage(FILE *f)
 		"  --replicas R         nodes serving each span (default 2; N must be a multiple)\n"
 		"  --chaos              kill (SIGKILL) a random shard node mid-generation\n"
 		"  --keep-running       keep the swarm up after the generation until interrupted\n"
+		"  --api HOST:PORT      instead of one generation, serve the OpenAI-compatible HTTP\n"
+		"                       API there through the swarm until interrupted (port 0: a\n"
+		"                       free one; the URL is printed on stdout)\n"
+		"  --api-key KEY        require 'Authorization: Bearer KEY' on API requests\n"
 		"  --home DIR           where the nodes keep their identities and logs\n"
 		"                       (default: a new folder under $TMPDIR)\n"
 		"  every option of `colony run` (-p, -n, --temp, --seed, --wire, ...) applies\n"
@@ -75,7 +79,7 @@ int cmd_swarm(int argc, char **argv)
 {
 	long nodes = 6, replicas = 2;
 	int chaos = 0, keep = 0;
-	const char *model = NULL, *home = NULL;
+	const char *model = NULL, *home = NULL, *api = NULL, *api_key = NULL, *network = "colony";
 	/* Our options; everything else is passed on to `colony run`. */
 	char **run_argv = calloc((size_t)argc + 16, sizeof(char *));
 	int ra = 0;
@@ -92,6 +96,15 @@ int cmd_swarm(int argc, char **argv)
 			chaos = 1;
 		} else if (!strcmp(a, "--keep-running")) {
 			keep = 1;
+		} else if (!strcmp(a, "--api") || !strcmp(a, "--api-key")) {
+			if (!(v = opt_arg(argc, argv, &i))) {
+				free(run_argv);
+				return CMD_EXIT_USAGE;
+			}
+			if (!strcmp(a, "--api"))
+				api = v;
+			else
+				api_key = v;
 		} else if (!strcmp(a, "--nodes") || !strcmp(a, "--replicas") || !strcmp(a, "--home") ||
 			   !strcmp(a, "-m") || !strcmp(a, "--model")) {
 			if (!(v = opt_arg(argc, argv, &i))) {
@@ -192,6 +205,37 @@ int cmd_swarm(int argc, char **argv)
 		fprintf(stderr, "colony: node %ld serves layers [%d, %d)\n", i, a, b);
 	}
 	usleep(500000);   /* let the announcements spread */
+
+	if (api) {
+		/* the gateway, in this process, until SIGINT or SIGTERM */
+		gguf_t *ag = NULL;
+		http_gw_t *gw = NULL;
+		err_msg_t e = { { 0 } };
+		cmd_api_opts_t ao;
+		memset(&ao, 0, sizeof(ao));
+		ao.listen = api;
+		ao.key = api_key;
+		ao.model_path = model;
+		ao.network = network;
+		ao.bootstrap[0] = bs;
+		ao.n_bootstrap = 1;
+		signal(SIGINT, on_sig);
+		signal(SIGTERM, on_sig);
+		if (gguf_open(model, &ag, &e) || cmd_api_start(&ao, ag, NULL, NULL, &gw, &e)) {
+			fprintf(stderr, "colony: swarm: --api: %s\n", e.msg);
+			rc = CMD_EXIT_ERROR;
+		} else {
+			fprintf(stderr, "colony: the swarm serves the API at %s (bootstrap %s); Ctrl-C stops it\n",
+				http_gw_url(gw), bs);
+			/* the signal may land on any of the gateway's threads: poll the flag */
+			while (!g_stop)
+				usleep(100000);
+			rc = 0;
+		}
+		http_gw_free(gw);
+		gguf_free(ag);
+		goto stop;
+	}
 
 	/* The generation, by this same binary as `colony run --swarm`, so a
 	 * --chaos kill can be timed from outside it. */

@@ -1,24 +1,146 @@
-/* client.h - one generation through a swarm found in the DHT.
+/* client.h - generations through a swarm found in the DHT.
  *
- * swarm_generate() runs its own libuv loop: an ephemeral identity, a DHT node
- * bootstrapped from the given addresses that watches the model's key, a
- * Noise connection to every shard server announcing the model, and a client
- * session (sess.h) that routes over the connected servers, streams hidden
- * states through the chain, samples locally and fails over to other servers
- * when one is lost. It returns when the generation ends.
+ * A swarm_client_t is long-lived: a thread of its own runs a libuv loop with
+ * an ephemeral identity, a view of the model's shard servers from the DHT
+ * (its own DHT node that watches the model's key, or a borrowed one that a
+ * node already runs, whose view it reads every 500 ms), and a Noise
+ * connection kept to every server announcing the model. Servers found are
+ * dialed as they appear; a server whose connection drops is dialed again
+ * after SWARM_REDIAL_MS if it is still announced.
+ *
+ * Generations (jobs) are submitted from any thread, any number at once (up
+ * to cfg.max_jobs): each is handed to the loop thread through a uv_async and
+ * becomes one client session (sess.h) with its own route and sampler,
+ * multiplexed with the others over the shared connections. Replies are
+ * routed to a session by (server, session id). A job waits for a route up to
+ * its discover_ms (servers found in the client's first SWARM_SETTLE_MS are
+ * given that long to connect before the first route is planned, so the best
+ * chain is not missed for one that answered first); then it streams: its
+ * tokens are queued for the submitting thread (swarm_job_poll) and, if
+ * given, passed to req.on_token on the loop thread.
+ *
+ * Pacing. A server closes a connection that sends it more than its message
+ * rate limit (peer.h; 2000 messages/s by default); since every FORWARD of
+ * every session on a connection counts, the client sends at most
+ * cfg.max_msgs_per_sec messages a second per server (default 1500), queueing
+ * the rest in order.
+ *
+ * An ERROR message carries no session id: a shard follows it with
+ * CLOSE_SESSION for the session concerned (shard.h), which is what fails
+ * that session's hop, so ERROR alone is only logged. Any other message a
+ * server never sends to a client fails every session's hop on that server.
+ *
+ * Threads and lifetimes: swarm_client_new/free from one owner thread; submit,
+ * poll, cancel, result and free of jobs from any thread (each job from one
+ * thread at a time). A job stays valid until swarm_job_free (which cancels
+ * it if it is still running). swarm_client_free cancels every job still
+ * running (they end with ERR_INVAL "client closed"); jobs not yet freed must
+ * still be freed by their owners, after it returns as well.
+ *
+ * swarm_generate() is the one-shot form: a client, one job, its result.
  */
 #ifndef COLONY_SWARM_CLIENT_H
 #define COLONY_SWARM_CLIENT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/err.h"
 #include "base/pool.h"
+#include "dht/dht.h"
 #include "infer/sampler.h"
 #include "model/model.h"
 #include "swarm/sess.h"
 
 #define SWARM_MAX_BOOTSTRAP 16
+#define SWARM_SETTLE_MS 2000          /* found servers get this long to connect before routing */
+#define SWARM_REDIAL_MS 5000          /* a server whose connection dropped is dialed again after this */
+#define SWARM_DEFAULT_MAX_JOBS 256
+#define SWARM_DEFAULT_MSGS_PER_SEC 1500.0
+
+typedef struct swarm_client swarm_client_t;
+typedef struct swarm_job swarm_job_t;
+
+typedef struct swarm_client_cfg {
+	const char *network;               /* default "colony" */
+	const char *bootstrap[SWARM_MAX_BOOTSTRAP];
+	int n_bootstrap;
+	dht_node_t *dht;                   /* borrowed DHT node to read (outlives the client); NULL: own node */
+	const model_t *model;              /* borrowed: embedding, norm, head */
+	const uint8_t *model_id;           /* 32 bytes, copied */
+	pool_t *pool;                      /* borrowed, may be NULL; used by the client's thread only */
+	uint8_t enc;                       /* enum wire_enc (default F32) */
+	uint8_t kv_type;                   /* enum wire_kv */
+	uint32_t discover_ms;              /* default wait of a job for a route (15 s) */
+	uint32_t timeout_ms;               /* a hop that does not answer in time fails over */
+	double price_weight;               /* route cost: ms per unit of announced price (0: price ignored) */
+	int max_jobs;                      /* jobs at once; more are refused (ERR_FULL) */
+	double max_msgs_per_sec;           /* per server connection (pacing, above) */
+} swarm_client_cfg_t;
+
+/* One generation. Everything is copied at submit. */
+typedef struct swarm_req {
+	const int32_t *prompt;
+	int n_prompt;
+	int n_predict;
+	smp_params_t sp;                   /* the job's own sampler chain is built from these... */
+	smp_chain_t *smp;                  /* ...unless this is set (borrowed until the job is done) */
+	const int32_t *stop_tokens;        /* the generation ends after one of these (it is delivered) */
+	int n_stop_tokens;
+	uint32_t discover_ms;              /* 0: the client's */
+	sess_token_cb on_token;            /* may be NULL; on the client's thread, logits borrowed */
+	void *user;
+} swarm_req_t;
+
+typedef struct swarm_result {
+	int n_tokens;
+	double seconds_prompt, seconds_gen;  /* submit to the first token; then the rest */
+	int stopped_by_token;              /* ended on one of req.stop_tokens */
+	int cancelled;                     /* ended by swarm_job_cancel (or on_token asking to stop) */
+	sess_stats_t stats;
+	char route[512];                   /* "[0,3) a1b2c3d4 127.0.0.1:4000 -> [3,5) ..." of the final route */
+} swarm_result_t;
+
+enum swarm_job_state {
+	SWARM_JOB_WAITING = 0,             /* for a route */
+	SWARM_JOB_RUNNING = 1,             /* sessions opened, tokens coming */
+	SWARM_JOB_DONE = 2,
+};
+
+/* What the client knows of the model's servers (for /v1/models and status). */
+typedef struct swarm_view {
+	int n_layer;
+	int servers_known, servers_ready;
+	int layers_covered;                /* layers served by at least one connected server */
+	int min_replicas;                  /* fewest connected servers over any layer (0: a gap) */
+	int jobs;                          /* running or waiting */
+	uint64_t jobs_total, tokens_total, failovers_total;
+} swarm_view_t;
+
+void swarm_client_cfg_default(swarm_client_cfg_t *c);
+/* Starts the client (with its own DHT node, a first lookup of up to 1.5 s).
+ * ERR_INVAL for a bad cfg, or the DHT's and transport's errors. */
+int swarm_client_new(const swarm_client_cfg_t *cfg, swarm_client_t **out, err_msg_t *e) WUR;
+/* Stops the thread, closes every connection; see the lifetimes above. NULL is fine. */
+void swarm_client_free(swarm_client_t *c);
+void swarm_client_view(swarm_client_t *c, swarm_view_t *v);
+
+/* Submits a generation. ERR_INVAL (no prompt, n_predict < 1, a token outside
+ * the vocabulary), ERR_FULL (max_jobs running), ERR_NOMEM. */
+int swarm_client_submit(swarm_client_t *c, const swarm_req_t *r, swarm_job_t **out, err_msg_t *e) WUR;
+/* Waits up to timeout_ms (0: no wait) for tokens not taken yet or for the
+ * job's end; moves up to cap of them to toks and returns how many. *st (may
+ * be NULL) gets the state; DONE is reported only once every token was taken. */
+int swarm_job_poll(swarm_job_t *j, int timeout_ms, int32_t *toks, int cap, enum swarm_job_state *st);
+/* Ends the job soon (its sessions are closed at the servers). Any thread. */
+void swarm_job_cancel(swarm_job_t *j);
+/* After DONE: the outcome (0, or the session's error with *e) and figures. */
+int swarm_job_result(swarm_job_t *j, swarm_result_t *res, err_msg_t *e) WUR;
+/* The route now, as in swarm_result_t.route ("" before it is planned). */
+void swarm_job_route(swarm_job_t *j, char *buf, size_t cap);
+void swarm_job_free(swarm_job_t *j);   /* NULL is fine */
+
+/* ---- one-shot */
 
 typedef struct swarm_cfg {
 	const char *network;               /* default "colony" */
@@ -33,18 +155,12 @@ typedef struct swarm_cfg {
 	uint32_t discover_ms;              /* wait this long at most for a full route (default 15 s) */
 	uint32_t timeout_ms;               /* a hop that does not answer in time fails over */
 	double price_weight;               /* route cost: ms per unit of announced price (0: price ignored) */
-	sess_token_cb on_token;            /* each token; nonzero stops */
+	sess_token_cb on_token;            /* each token (on the client's thread); nonzero stops */
 	void *user;
 } swarm_cfg_t;
 
-typedef struct swarm_result {
-	int n_tokens;
-	double seconds_prompt, seconds_gen;  /* time to the first token; then the rest */
-	sess_stats_t stats;
-	char route[512];                   /* "[0,3) a1b2c3d4... -> [3,5) ..." of the final route */
-} swarm_result_t;
-
 void swarm_cfg_default(swarm_cfg_t *c);
+/* A client, one generation of n_predict tokens, the client closed. */
 int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, int n_predict,
 		   swarm_result_t *res, err_msg_t *e) WUR;
 

@@ -696,13 +696,16 @@ static int start(struct node *n, err_msg_t *e)
 			 rec.throughput_milli / 1000.0, n->cfg.layer_a, n->cfg.layer_b);
 		rec.n_addrs = 1;
 		const char *ah = cfg->announce_host ? cfg->announce_host : cfg->listen_host;
+		uint16_t ap = (uint16_t)(cfg->announce_port ? cfg->announce_port : n->port);
 		uint8_t ip[16] = { 0 };
 		if (inet_pton(AF_INET, ah, ip) == 1)
-			ann_addr_set(&rec.addrs[0], 4, ip, (uint16_t)n->port);
+			ann_addr_set(&rec.addrs[0], 4, ip, ap);
 		else if (inet_pton(AF_INET6, ah, ip) == 1)
-			ann_addr_set(&rec.addrs[0], 6, ip, (uint16_t)n->port);
+			ann_addr_set(&rec.addrs[0], 6, ip, ap);
 		else
 			return err_set(e, ERR_INVAL, "announce address '%s' is not an IP address", ah);
+		if (ap != n->port)
+			log_info("node", "announced at %s port %u (the transport listens on %d)", ah, ap, n->port);
 		snprintf(rec.sw_version, sizeof(rec.sw_version), "%s", NODE_SOFTWARE);
 		if ((r = dht_node_announce(n->dht, &rec, e)))
 			return err_prefix(e, r, "announce");
@@ -765,9 +768,18 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 			peer_net_close(n->net, NULL, NULL);
 		uv_walk(&n->loop, close_walk, NULL);
 	}
+	int hooked = 0;
+	if (!r && cfg->on_started) {
+		r = cfg->on_started(cfg->hook_ud, n->dht, n->gguf, n->serving ? n->model_id : NULL, e);
+		if (r)
+			begin_stop(n, "the service beside the node failed to start");
+		hooked = !r;
+	}
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&n->loop) != 0)
 		log_warn("node", "event loop closed with handles left");
+	if (hooked && cfg->on_stopped)
+		cfg->on_stopped(cfg->hook_ud);
 	dht_node_free(n->dht);
 	shard_free(n->shard);   /* the loop has ended: no step is running */
 	pool_free(n->pool);

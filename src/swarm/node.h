@@ -16,6 +16,8 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "dht/dht.h"
+#include "model/gguf.h"
 
 #define NODE_MAX_BOOTSTRAP 16
 #define NODE_CONTROL_SOCK "control.sock"
@@ -26,6 +28,8 @@ typedef struct node_cfg {
 	const char *listen_host;       /* transport address (default 127.0.0.1) */
 	int port;                      /* transport TCP port, 0 = ephemeral */
 	const char *announce_host;     /* address put in records (default listen_host) */
+	int announce_port;             /* port put in records, 0 = the transport's own (set it
+	                                  when peers reach this node through a relay or NAT) */
 	int dht_port;                  /* DHT UDP port, 0 = ephemeral */
 	const char *bootstrap[NODE_MAX_BOOTSTRAP];
 	int n_bootstrap;
@@ -36,6 +40,14 @@ typedef struct node_cfg {
 	const char *watch_model;       /* hex model id to follow without serving it, or NULL */
 	uint64_t refresh_ms;           /* DHT re-announce period (0 = default) */
 	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */
+	/* Something run beside the node (the CLI's HTTP gateway): on_started is
+	 * called once the node is up, with its DHT node and its model file (NULL
+	 * without a model) and id, which stay valid until on_stopped; that is
+	 * called after the node's loop has ended, before they are freed. A
+	 * nonzero return from on_started stops the node with that error. */
+	int (*on_started)(void *ud, dht_node_t *dht, const gguf_t *model, const uint8_t *model_id, err_msg_t *e);
+	void (*on_stopped)(void *ud);
+	void *hook_ud;
 } node_cfg_t;
 
 void node_cfg_default(node_cfg_t *c);
