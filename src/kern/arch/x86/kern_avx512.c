@@ -551,38 +551,80 @@ void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, cons
 	}
 }
 
-/* Larger batches: each group back to plain int8 rows, as mm_q4_0 does,
- * then the token-tiled kernel. */
+/* Larger batches: the token-tiled kernel of tile_q8, reading the weights
+ * in place (dword k of row r of block b at Wb + 64k + 4r); Q4_0 groups are
+ * first unpacked to int8 (q - 8) in that same layout. The scales and bias
+ * corrections of a group come from whole vectors (one row per lane). */
+static void tile_r16(const kern_mm_args_t *a, int64_t row, const char *base, size_t pstride, size_t off0,
+		     const float *dw, const int32_t *corr)
+{
+	int64_t nb = a->W->cols / 32, ng = (a->n + GT - 1) / GT;
+	for (int64_t g = 0; g < ng; g++) {
+		__m512 acc[GR];
+#pragma GCC unroll 16
+		for (int r = 0; r < GR; r++)
+			acc[r] = _mm512_setzero_ps();
+		const char *xg = (const char *)a->xt + (size_t)g * nb * XT80_BYTES;
+		for (int64_t b = 0; b < nb; b++) {
+			const char *xb = xg + (size_t)b * XT80_BYTES;
+			const char *wb = base + (size_t)(b >> 1) * pstride + off0 + (size_t)(b & 1) * 512;
+			__m512i A[8];
+#pragma GCC unroll 8
+			for (int k = 0; k < 8; k++)
+				A[k] = _mm512_load_si512(xb + 64 * k);
+			__m512 dx = _mm512_load_ps(xb + 512);
+#pragma GCC unroll 16
+			for (int r = 0; r < GR; r++) {
+				__m512i s = _mm512_setzero_si512();
+#pragma GCC unroll 8
+				for (int k = 0; k < 8; k++)
+					s = _mm512_dpbusd_epi32(s, A[k], bcst32((const int8_t *)wb + 64 * k + 4 * r));
+				s = _mm512_sub_epi32(s, _mm512_set1_epi32(corr[b * 16 + r]));
+				__m512 d = _mm512_mul_ps(_mm512_set1_ps(dw[b * 16 + r]), dx);
+				acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[r]);
+			}
+		}
+		store_tile(a, g, row, acc, GR);
+	}
+}
+
 static void mm_r16_tiled(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws, const int q4)
 {
 	int64_t nb = a->W->cols / 32;
 	const size_t qb = q4 ? 16 : 32, pair = 64 + 2 * 16 * qb;
 	float *dw = ws;
 	int32_t *corr = (int32_t *)(dw + GR * nb);
-	int8_t *unp = (int8_t *)(corr + GR * nb);
-	const __m256i eight = _mm256_set1_epi8(8);
+	char *unp = (char *)(corr + GR * nb);      /* Q4_0: nb blocks of 8 x 64 bytes */
+	const __m512i m4 = _mm512_set1_epi8(15), eight = _mm512_set1_epi8(8), ones = _mm512_set1_epi8(1);
 	for (int64_t rb = r0; rb < r1; rb += 16) {
 		const char *G = (const char *)a->W->data + (size_t)rb * a->wrow;
-		const int8_t *wp[GR];
-		for (int r = 0; r < GR; r++)
-			wp[r] = unp + (size_t)r * nb * 32;
 		for (int64_t b = 0; b < nb; b++) {
 			const char *P = G + (size_t)(b / 2) * pair;
 			const char *Q = P + 64 + (size_t)(b % 2) * 16 * qb;
-			for (int r = 0; r < GR; r++) {
-				uint16_t h;
-				memcpy(&h, P + 2 * (16 * (b % 2) + r), 2);
-				uint8_t qs[32];
-				for (int k = 0; k < (int)qb / 4; k++)
-					memcpy(qs + 4 * k, Q + kern__r16_qoff(r, k), 4);
-				__m256i q = q4 ? _mm256_sub_epi8(unpack_q4_0(qs), eight)
-					       : _mm256_loadu_si256((const __m256i *)qs);
-				_mm256_storeu_si256((__m256i *)(unp + ((size_t)r * nb + b) * 32), q);
-				dw[r * nb + b] = h2f(h);
-				corr[r * nb + b] = 128 * hsum_i32(dot4(_mm256_set1_epi8(1), q));
+			__m512i Wv[8];
+			if (q4) {
+				for (int k = 0; k < 4; k++) {
+					__m512i q = _mm512_load_si512(Q + 64 * k);
+					Wv[k] = _mm512_sub_epi8(_mm512_and_si512(q, m4), eight);
+					Wv[4 + k] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4), eight);
+				}
+				for (int k = 0; k < 8; k++)
+					_mm512_store_si512(unp + (size_t)b * 512 + 64 * k, Wv[k]);
+			} else {
+				for (int k = 0; k < 8; k++)
+					Wv[k] = _mm512_load_si512(Q + 64 * k);
 			}
+			__m512i sum = _mm512_setzero_si512();
+			for (int k = 0; k < 8; k++)
+				sum = _mm512_dpbusd_epi32(sum, ones, Wv[k]);
+			_mm512_storeu_si512(corr + b * 16, _mm512_slli_epi32(sum, 7));
+			_mm512_storeu_ps(dw + b * 16,
+					 _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(P + 32 * (b % 2)))));
 		}
-		tile_q8(a, rb, GR, wp, 32, dw, corr);
+		if (q4)
+			tile_r16(a, rb, unp, 1024, 0, dw, corr);
+		else
+			tile_r16(a, rb, G, pair, 64, dw, corr);
 	}
 }
 
