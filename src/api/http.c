@@ -822,6 +822,12 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 		memcpy(g->model_id, cfg->model_id, 32);
 	else if ((r = manifest_model_id(cfg->gguf, g->pool, g->model_id, e)))
 		goto fail;
+	/* the head is read for every token: huge pages, repacked (the file's
+	 * pages read for hashing are dropped as the copy is made) */
+	if (model_pin(g->model, e) != 0)
+		log_warn("api", "embedding and head stay mapped from the file: %s", e->msg);
+	else
+		gguf_drop_range(cfg->gguf, gguf_base(cfg->gguf), (size_t)gguf_file_size(cfg->gguf));
 	manifest_id_hex(g->model_id, g->model_hex);
 	int nv = vocab_n_tokens(g->voc);
 	g->eog = malloc(sizeof(int32_t) * 64);

@@ -339,6 +339,9 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		fprintf(stderr, "\ncolony: run: %s\n", e.msg);
 		return CMD_EXIT_ERROR;
 	}
+	/* hashing read the whole file; what this client uses was copied */
+	if (m->pinned)
+		gguf_drop_range(g, gguf_base(g), (size_t)gguf_file_size(g));
 	struct swarm_out so = { o->chaos_pid, o->chaos_at, 0, o->chaos_sig, o->logits_out, 0, voc, text, o->ignore_eos, 0, 0 };
 	swarm_cfg_t sc;
 	swarm_cfg_default(&sc);
@@ -405,7 +408,7 @@ int cmd_run(int argc, char **argv)
 	err_msg_t e = { { 0 } };
 	/* Through a swarm only the embedding and head are used: map the file
 	 * rather than copy every layer. */
-	int rc = opt_open_model(model_path, o.use_mmap || o.n_swarm > 0, &g, &m);
+	int rc = opt_open_model(model_path, o.use_mmap ? 1 : o.n_swarm > 0 ? 3 : 0, &g, &m);
 	if (synth_path[0])
 		unlink(synth_path);   /* the mapping stays valid */
 	if (rc)

@@ -93,7 +93,8 @@ int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m)
 		fprintf(stderr, "colony: %s: %s\n", path, e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_IO || r == ERR_NOTFOUND ? CMD_EXIT_ERROR : CMD_EXIT_BADFILE;
 	}
-	r = model_load(*g, m, &e);
+	/* mode 3: only what a swarm client holds (embedding, final norm, head) */
+	r = use_mmap == 3 ? model_load_range(*g, 0, 0, 1, m, &e) : model_load(*g, m, &e);
 	if (r) {
 		fprintf(stderr, "colony: %s: %s\n", path, e.msg[0] ? e.msg : err_str(r));
 		gguf_free(*g);

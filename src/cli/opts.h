@@ -22,7 +22,8 @@ int opt_isa(const char *s);
 /* Opens and validates a GGUF and loads the model; prints "colony: PATH: why"
  * and returns a CMD_EXIT_* code on failure. use_mmap 0: the weights are
  * copied into huge pages (model_pin, repacked where that pays); 1: the file
- * stays mapped; 2: copied without repacking. */
+ * stays mapped; 2: copied without repacking; 3: like 0, but only the
+ * embedding, final norm and head (a swarm client's part). */
 int opt_open_model(const char *path, int use_mmap, gguf_t **g, model_t **m);
 
 /* Human-readable byte count into buf. */

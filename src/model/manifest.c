@@ -17,6 +17,9 @@ static void hash_cb(void *arg, int ith, int nth)
 	for (int64_t i = ith; i < j->n; i += nth) {
 		const gguf_tensor_t *t = gguf_tensor_at(j->g, i);
 		crypto_generichash(j->out[i], 32, t->data, t->nbytes, NULL, 0);
+		/* read once for the id: its file pages leave RSS (a process uses
+		 * its own copy of the tensors it needs, or faults them in again) */
+		gguf_drop_range(j->g, t->data, t->nbytes);
 	}
 }
 
