@@ -6,7 +6,7 @@
 set -euo pipefail
 what=${1:-build}
 
-pkgs=(build-essential cmake pkg-config libjansson-dev libsodium-dev libuv1-dev libopendht-c-dev libmicrohttpd-dev)
+pkgs=(build-essential cmake pkg-config libjansson-dev libsodium-dev libuv1-dev libopendht-c-dev libmicrohttpd-dev libsqlite3-dev)
 if [ "$what" = test ]; then
   pkgs+=(clang libclang-rt-dev python3)
   # Node.js for tests that use npm packages; Debian's nodejs and npm unless a

@@ -21,6 +21,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_node(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
 int cmd_swarm(int argc, char **argv);
+int cmd_wallet(int argc, char **argv);
 
 /* The HTTP gateway beside a node or a local swarm (cmd_api.c). */
 typedef struct cmd_api_opts {
