@@ -103,39 +103,20 @@ int wallet_verify(const uint8_t pub[WALLET_PUBLEN], const void *msg, size_t len,
 
 char *wallet_addr_str(const uint8_t pub[WALLET_PUBLEN], char out[WALLET_ADDR_STRLEN])
 {
-	static const char hexd[] = "0123456789abcdef";
-	for (int i = 0; i < WALLET_PUBLEN; i++) {
-		out[2 * i] = hexd[pub[i] >> 4];
-		out[2 * i + 1] = hexd[pub[i] & 15];
-	}
-	out[2 * WALLET_PUBLEN] = 0;
+	sodium_bin2hex(out, WALLET_ADDR_STRLEN, pub, WALLET_PUBLEN);
 	return out;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 int wallet_addr_parse(const char *s, uint8_t pub[WALLET_PUBLEN], err_msg_t *e)
 {
-	size_t n = strnlen(s, 2 * WALLET_PUBLEN + 1);
+	size_t n = strnlen(s, 2 * WALLET_PUBLEN + 1), got = 0;
+	const char *end = NULL;
 	if (n != 2 * WALLET_PUBLEN)
 		return err_set(e, ERR_FORMAT, "wallet address must be %d hex digits (got %zu characters)",
 			2 * WALLET_PUBLEN, n);
-	for (int i = 0; i < WALLET_PUBLEN; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return err_set(e, ERR_FORMAT, "wallet address: character %d is not a hex digit",
-				hi < 0 ? 2 * i : 2 * i + 1);
-		pub[i] = (uint8_t)(hi << 4 | lo);
-	}
+	if (sodium_hex2bin(pub, WALLET_PUBLEN, s, n, NULL, &got, &end) != 0 || got != WALLET_PUBLEN)
+		return err_set(e, ERR_FORMAT, "wallet address: character %d is not a hex digit",
+			end ? (int)(end - s) : 0);
 	return 0;
 }
 
