@@ -2,13 +2,16 @@
 # install-deps.sh - installs, from Debian's archive, what colony needs to build
 # and test, skipping what is already there. Usage: install-deps.sh [build|test]
 #   build  compiler and CMake (what `colony run` needs)
-#   test   also node/npm (the independent GGUF reader test) and clang (fuzzing)
+#   test   also node/npm (the independent GGUF reader test), clang (fuzzing) and
+#          chromium (the dashboard test)
 set -euo pipefail
 what=${1:-build}
 
 pkgs=(build-essential cmake pkg-config libjansson-dev libsodium-dev libuv1-dev libopendht-c-dev libmicrohttpd-dev libsqlite3-dev)
 if [ "$what" = test ]; then
   pkgs+=(clang libclang-rt-dev python3)
+  # headless Chromium for the dashboard test (driven by playwright-core from npm)
+  pkgs+=(chromium curl)
   # Node.js for tests that use npm packages; Debian's nodejs and npm unless a
   # node with npm is already installed.
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

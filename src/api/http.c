@@ -9,6 +9,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,10 @@
 
 #include <sodium.h>
 
+#include "api/assets.h"
+#include "api/metrics.h"
 #include "api/oai.h"
+#include "api/status.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "infer/chat.h"
@@ -47,16 +51,27 @@ struct http_gw {
 	swarm_client_t *client;
 	int stopping;               /* atomic */
 	http_stats_t st;            /* atomics */
+	metrics_t *metrics;
+	int64_t started_ms;
+	/* for /api/status, under mu: the generations running, the last ones ended */
+	pthread_mutex_t mu;
+	int mu_init;
+	struct gen *gens;
+	http_recent_t recent[HTTP_RECENT_MAX];
+	int n_recent, recent_next;
 };
 
 #define STAT_ADD(g, f, v) __atomic_add_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 #define STAT_SUB(g, f, v) __atomic_sub_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 
-enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION };
+enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION, EP_MODELS, EP_STATUS, EP_METRICS, EP_ASSET };
 
-/* Per request (con_cls): the body as it arrives. */
+/* Per request (con_cls): the body as it arrives, and what /metrics counts. */
 struct hreq {
 	enum endpoint ep;
+	const char *label;          /* static: the endpoint label in /metrics */
+	double t0;                  /* arrival */
+	int status;                 /* sent, 0 until then */
 	char *body;
 	size_t n, cap;
 	int too_big;
@@ -92,6 +107,9 @@ struct gen {
 	int sent_role, sent_done, counted_end;
 	double t_start;
 	struct MHD_Response *resp;  /* streams: for the trailer */
+	struct gen *prev, *next;    /* the gateway's list of running generations (under gw->mu) */
+	int listed;
+	uint64_t first_us;          /* request to first token; atomic (read by /api/status) */
 };
 
 void http_cfg_default(http_cfg_t *c)
@@ -141,7 +159,7 @@ static void count_status(http_gw_t *g, unsigned status)
 	}
 }
 
-static enum MHD_Result send_body(http_gw_t *g, struct MHD_Connection *c, unsigned status, char *json,
+static enum MHD_Result send_body(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, unsigned status, char *json,
 				 const char *route, double tps)
 {
 	if (!json) {
@@ -171,20 +189,22 @@ static enum MHD_Result send_body(http_gw_t *g, struct MHD_Connection *c, unsigne
 	enum MHD_Result ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	count_status(g, status);
+	if (h)
+		h->status = (int)status;
 	return ret;
 }
 
-static enum MHD_Result send_error(http_gw_t *g, struct MHD_Connection *c, const oai_err_t *err)
+static enum MHD_Result send_error(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const oai_err_t *err)
 {
-	return send_body(g, c, (unsigned)err->status, oai_error_json(err), NULL, -1);
+	return send_body(g, c, h, (unsigned)err->status, oai_error_json(err), NULL, -1);
 }
 
-static enum MHD_Result error_reply(http_gw_t *g, struct MHD_Connection *c, int status, const char *type,
+static enum MHD_Result error_reply(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, int status, const char *type,
 				   const char *param, const char *code, const char *msg)
 {
 	oai_err_t err;
 	oai_err_set(&err, status, type, param, code, "%s", msg);
-	return send_error(g, c, &err);
+	return send_error(g, c, h, &err);
 }
 
 static int client_gone(int fd)
@@ -244,15 +264,79 @@ static json_t *model_obj(http_gw_t *g)
 
 /* ---- generation */
 
+static void gen_list(struct gen *x)
+{
+	http_gw_t *g = x->gw;
+	pthread_mutex_lock(&g->mu);
+	x->prev = NULL;
+	x->next = g->gens;
+	if (g->gens)
+		g->gens->prev = x;
+	g->gens = x;
+	x->listed = 1;
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* A generation ended: its figures join the recent ones (for latencies). */
+static void gen_record(struct gen *x, const char *outcome, const swarm_result_t *res)
+{
+	http_gw_t *g = x->gw;
+	http_recent_t r;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.id, sizeof(r.id), "%s", x->id);
+	r.outcome = outcome;
+	r.prompt_tokens = x->n_prompt;
+	r.completion_tokens = x->completion_tokens;
+	r.seconds = clock_sec() - x->t_start;
+	if (res) {
+		r.ttft_s = res->n_tokens > 0 ? res->seconds_prompt : -1;
+		r.tokens_per_second = res->seconds_gen > 0 && res->n_tokens > 1 ? (res->n_tokens - 1) / res->seconds_gen : -1;
+	} else {
+		/* ended early (client gone): what the gateway itself saw */
+		uint64_t fu = __atomic_load_n(&x->first_us, __ATOMIC_RELAXED);
+		r.ttft_s = fu ? (double)(fu - 1) / 1e6 : -1;
+		double since = r.seconds - r.ttft_s;
+		r.tokens_per_second = fu && x->completion_tokens > 1 && since > 0 ? (x->completion_tokens - 1) / since : -1;
+	}
+	r.failovers = res ? res->stats.failovers : 0;
+	r.end_ms = (int64_t)dht_now_ms();
+	pthread_mutex_lock(&g->mu);
+	g->recent[g->recent_next] = r;
+	g->recent_next = (g->recent_next + 1) % HTTP_RECENT_MAX;
+	if (g->n_recent < HTTP_RECENT_MAX)
+		g->n_recent++;
+	pthread_mutex_unlock(&g->mu);
+	if (res && res->n_tokens > 0)
+		metrics_first_token(g->metrics, res->seconds_prompt);
+}
+
 static void gen_free(struct gen *x)
 {
 	if (!x)
 		return;
+	if (x->listed) {
+		http_gw_t *g = x->gw;
+		pthread_mutex_lock(&g->mu);
+		if (x->prev)
+			x->prev->next = x->next;
+		else
+			g->gens = x->next;
+		if (x->next)
+			x->next->prev = x->prev;
+		x->listed = 0;
+		pthread_mutex_unlock(&g->mu);
+	}
 	if (x->job) {
 		enum swarm_job_state st = SWARM_JOB_DONE;
 		(void)swarm_job_poll(x->job, 0, NULL, 0, &st);
 		if (st != SWARM_JOB_DONE)
 			STAT_ADD(x->gw, cancelled, 1);
+		if (!x->counted_end) {
+			/* tokens a client received before it left count as generated */
+			STAT_ADD(x->gw, tokens_out, (uint64_t)x->completion_tokens);
+			metrics_tokens(x->gw->metrics, 0, (uint64_t)x->completion_tokens);
+			gen_record(x, x->failed ? "failed" : "cancelled", NULL);
+		}
 		swarm_job_free(x->job);   /* cancels a running job: its sessions are closed */
 	}
 	if (!x->counted_end && x->job)
@@ -324,6 +408,8 @@ static int gen_step(struct gen *x, int wait_ms)
 	int32_t toks[64];
 	enum swarm_job_state st;
 	int n = swarm_job_poll(x->job, wait_ms, toks, 64, &st);
+	if (n > 0 && !__atomic_load_n(&x->first_us, __ATOMIC_RELAXED))
+		__atomic_store_n(&x->first_us, (uint64_t)((clock_sec() - x->t_start) * 1e6) + 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < n; i++) {
 		if (x->finish)
 			break;   /* a stop was hit: the rest is discarded */
@@ -350,6 +436,8 @@ static int gen_step(struct gen *x, int wait_ms)
 		STAT_ADD(g, tokens_out, (uint64_t)x->completion_tokens);
 		STAT_ADD(g, first_token_us, (uint64_t)(res.seconds_prompt * 1e6));
 		STAT_ADD(g, gen_us, (uint64_t)(res.seconds_gen * 1e6));
+		metrics_tokens(g->metrics, 0, (uint64_t)x->completion_tokens);
+		gen_record(x, rc && !x->finish ? "failed" : "ok", &res);
 	}
 	if (rc && !x->finish) {
 		map_failure(x, rc, e.msg);
@@ -467,7 +555,7 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	oai_req_t rq;
 	oai_err_t err;
 	if (oai_req_parse(h->body, h->n, kind, &rq, &err))
-		return send_error(g, c, &err);
+		return send_error(g, c, h, &err);
 	enum MHD_Result ret;
 	int32_t *toks = NULL;
 	size_t nt = 0;
@@ -476,13 +564,13 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	if (strcmp(rq.model, g->model_name) && strcmp(rq.model, g->model_hex)) {
 		oai_err_set(&err, 404, "invalid_request_error", "model", "model_not_found",
 			    "The model '%.200s' does not exist here (this gateway serves '%s')", rq.model, g->model_name);
-		ret = send_error(g, c, &err);
+		ret = send_error(g, c, h, &err);
 		goto out;
 	}
 	/* prompt tokens: the chat template, or the prompt as `colony run` tokenizes it */
 	if (kind == OAI_CHAT) {
 		if (chat_tokenize(&g->tmpl, g->voc, rq.msgs, rq.n_msgs, &toks, &nt, &e)) {
-			ret = error_reply(g, c, 400, "invalid_request_error", "messages", NULL, e.msg);
+			ret = error_reply(g, c, h, 400, "invalid_request_error", "messages", NULL, e.msg);
 			goto out;
 		}
 	} else if (rq.prompt_toks) {
@@ -491,7 +579,7 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 			if (rq.prompt_toks[i] >= nv) {
 				oai_err_set(&err, 400, "invalid_request_error", "prompt", NULL,
 					    "prompt token %d at %d is outside the vocabulary (%d tokens)", rq.prompt_toks[i], i, nv);
-				ret = send_error(g, c, &err);
+				ret = send_error(g, c, h, &err);
 				goto out;
 			}
 		toks = rq.prompt_toks;
@@ -501,24 +589,24 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 		size_t cap = rq.prompt_len + 16;
 		toks = malloc(sizeof(int32_t) * cap);
 		if (!toks || vocab_tokenize(g->voc, rq.prompt, rq.prompt_len, 1, 0, toks, cap, &nt) != 0) {
-			ret = error_reply(g, c, 503, "server_error", NULL, NULL, "tokenizing the prompt failed");
+			ret = error_reply(g, c, h, 503, "server_error", NULL, NULL, "tokenizing the prompt failed");
 			goto out;
 		}
 	}
 	if (nt == 0) {
-		ret = error_reply(g, c, 400, "invalid_request_error", kind == OAI_CHAT ? "messages" : "prompt", NULL,
+		ret = error_reply(g, c, h, 400, "invalid_request_error", kind == OAI_CHAT ? "messages" : "prompt", NULL,
 				  "the prompt is empty and the model adds no BOS token");
 		goto out;
 	}
 	if ((int64_t)nt >= g->n_ctx) {
 		oai_err_set(&err, 400, "invalid_request_error", kind == OAI_CHAT ? "messages" : "prompt",
 			    "context_length_exceeded", "the prompt has %zu tokens; this model's context is %d", nt, g->n_ctx);
-		ret = send_error(g, c, &err);
+		ret = send_error(g, c, h, &err);
 		goto out;
 	}
 	x = calloc(1, sizeof(*x));
 	if (!x) {
-		ret = error_reply(g, c, 503, "server_error", NULL, NULL, "out of memory");
+		ret = error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
 		goto out;
 	}
 	x->gw = g;
@@ -550,7 +638,7 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 				log_debug("http", "template stop not kept");
 	}
 	if (!x->piece || !x->shown) {
-		ret = error_reply(g, c, 503, "server_error", NULL, NULL, "out of memory");
+		ret = error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
 		goto out;
 	}
 	swarm_req_t sr;
@@ -576,14 +664,16 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	int r = swarm_client_submit(g->client, &sr, &x->job, &e);
 	if (r) {
 		if (r == ERR_FULL)
-			ret = error_reply(g, c, 429, "rate_limit_exceeded", NULL, "too_many_generations", e.msg);
+			ret = error_reply(g, c, h, 429, "rate_limit_exceeded", NULL, "too_many_generations", e.msg);
 		else
-			ret = error_reply(g, c, 400, "invalid_request_error", NULL, NULL, e.msg);
+			ret = error_reply(g, c, h, 400, "invalid_request_error", NULL, NULL, e.msg);
 		goto out;
 	}
 	STAT_ADD(g, generations, 1);
 	STAT_ADD(g, active, 1);
 	STAT_ADD(g, tokens_in, nt);
+	metrics_tokens(g->metrics, nt, 0);
+	gen_list(x);
 	/* Wait for the route (the answer's status and headers depend on it). */
 	enum swarm_job_state st = SWARM_JOB_WAITING;
 	while (st == SWARM_JOB_WAITING) {
@@ -602,7 +692,7 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 			int rc = swarm_job_result(x->job, &res, &e);
 			if (rc) {
 				map_failure(x, rc, e.msg);
-				ret = send_error(g, c, &x->err);
+				ret = send_error(g, c, h, &x->err);
 				goto out;
 			}
 		}
@@ -622,12 +712,13 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 		ret = MHD_queue_response(c, 200, resp);
 		MHD_destroy_response(resp);
 		count_status(g, 200);
+		h->status = 200;
 		goto out;
 	}
 	/* whole response: read to the end, watching the client */
 	while (!x->ended) {
 		if (gen_step(x, WAIT_SLICE_MS)) {
-			ret = error_reply(g, c, 503, "server_error", NULL, NULL, "out of memory");
+			ret = error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
 			goto out;
 		}
 		if (!x->ended && (client_gone(x->fd) || __atomic_load_n(&g->stopping, __ATOMIC_RELAXED))) {
@@ -636,12 +727,12 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 		}
 	}
 	if (x->failed) {
-		ret = send_error(g, c, &x->err);
+		ret = send_error(g, c, h, &x->err);
 		goto out;
 	}
 	oai_usage_t u = { x->n_prompt, x->completion_tokens };
 	double tps = job_tps(x, route, sizeof(route));
-	ret = send_body(g, c, 200, oai_response_json(kind, x->id, x->created, x->model, x->text, x->text_len, x->finish, &u),
+	ret = send_body(g, c, h, 200, oai_response_json(kind, x->id, x->created, x->model, x->text, x->text_len, x->finish, &u),
 			route, tps);
 out:
 	gen_free(x);
@@ -651,7 +742,160 @@ out:
 	return ret;
 }
 
+/* ---- status, metrics, dashboard */
+
+static char *status_json(http_gw_t *g)
+{
+	http_status_in_t in;
+	memset(&in, 0, sizeof(in));
+	in.version = "0.1.0";
+	in.url = g->url;
+	in.model_name = g->model_name;
+	in.model_hex = g->model_hex;
+	in.key_required = g->cfg.api_key && *g->cfg.api_key;
+	in.now_ms = (int64_t)dht_now_ms();
+	in.started_ms = g->started_ms;
+	in.n_ctx = g->n_ctx;
+	http_gw_stats(g, &in.stats);
+	swarm_client_view(g->client, &in.view);
+	/* the count can only grow between the two calls: take what fitted */
+	swarm_server_info_t *srv = NULL;
+	int ns = swarm_client_servers(g->client, NULL, 0);
+	if (ns > 0 && (srv = calloc((size_t)ns, sizeof(*srv)))) {
+		int n2 = swarm_client_servers(g->client, srv, ns);
+		if (n2 < ns)
+			ns = n2;
+	}
+	in.servers = srv;
+	in.n_servers = srv ? ns : 0;
+	http_recent_t *recent = malloc(sizeof(http_recent_t) * HTTP_RECENT_MAX);
+	http_sess_info_t *sess = NULL;
+	double now = clock_sec();
+	pthread_mutex_lock(&g->mu);
+	int nsess = 0;
+	for (struct gen *x = g->gens; x; x = x->next)
+		nsess++;
+	sess = calloc((size_t)(nsess ? nsess : 1), sizeof(*sess));
+	int k = 0;
+	for (struct gen *x = g->gens; x && sess; x = x->next, k++) {
+		http_sess_info_t *si = &sess[k];
+		snprintf(si->id, sizeof(si->id), "%s", x->id);
+		si->chat = x->kind == OAI_CHAT;
+		si->stream = x->stream;
+		si->age_s = now - x->t_start;
+		si->prompt_tokens = x->n_prompt;
+		swarm_job_info(x->job, &si->job);
+		uint64_t fu = __atomic_load_n(&x->first_us, __ATOMIC_RELAXED);
+		si->ttft_s = fu ? (double)(fu - 1) / 1e6 : -1;
+		double since = fu ? si->age_s - si->ttft_s : 0;
+		si->tokens_per_second = fu && si->job.n_tokens > 1 && since > 0 ? (si->job.n_tokens - 1) / since : -1;
+	}
+	in.sess = sess;
+	in.n_sess = sess ? nsess : 0;
+	if (recent) {
+		/* oldest first */
+		int first = g->n_recent < HTTP_RECENT_MAX ? 0 : g->recent_next;
+		for (int i = 0; i < g->n_recent; i++)
+			recent[i] = g->recent[(first + i) % HTTP_RECENT_MAX];
+		in.recent = recent;
+		in.n_recent = g->n_recent;
+	}
+	pthread_mutex_unlock(&g->mu);
+	char *j = http_status_json(&in);
+	free(srv);
+	free(sess);
+	free(recent);
+	return j;
+}
+
+static char *metrics_text(http_gw_t *g)
+{
+	http_stats_t st;
+	swarm_view_t v;
+	http_gw_stats(g, &st);
+	swarm_client_view(g->client, &v);
+	metrics_gauges_t mg = { .sessions_active = st.active, .peers = (uint64_t)v.servers_ready,
+				.failovers_total = v.failovers_total, .wire_bytes_in = v.wire_bytes_in,
+				.wire_bytes_out = v.wire_bytes_out };
+	return metrics_render(g->metrics, &mg);
+}
+
+/* The dashboard's page allows nothing but its own files and its own API:
+ * no inline script or style, no other origin, no framing. */
+#define DASH_CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " \
+		 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+static enum MHD_Result send_text(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, unsigned status,
+				 const void *data, size_t len, enum MHD_ResponseMemoryMode mode, const char *mime)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, mode);
+	if (!r) {
+		if (mode == MHD_RESPMEM_MUST_FREE)
+			free((void *)data);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", mime);
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	if (h->ep == EP_ASSET) {
+		MHD_add_response_header(r, "Content-Security-Policy", DASH_CSP);
+		MHD_add_response_header(r, "X-Frame-Options", "DENY");
+		MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	}
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	count_status(g, status);
+	h->status = (int)status;
+	return ret;
+}
+
+static enum MHD_Result get_reply(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const char *url)
+{
+	if (h->ep == EP_ASSET) {
+		const http_asset_t *a = http_asset_find(!strcmp(url, "/") ? "/index.html" : url);
+		if (!a)
+			return error_reply(g, c, h, 404, "invalid_request_error", NULL, "unknown_url", "no such file");
+		return send_text(g, c, h, 200, a->data, a->len, MHD_RESPMEM_PERSISTENT, a->mime);
+	}
+	char *body = h->ep == EP_STATUS ? status_json(g) : metrics_text(g);
+	if (!body)
+		return error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
+	if (h->ep == EP_STATUS)
+		return send_body(g, c, h, 200, body, NULL, -1);
+	return send_text(g, c, h, 200, body, strlen(body), MHD_RESPMEM_MUST_FREE, "text/plain; version=0.0.4; charset=utf-8");
+}
+
 /* ---- the access handler */
+
+static enum endpoint classify(const char *url, const char **label)
+{
+	if (!strcmp(url, "/v1/chat/completions")) {
+		*label = "/v1/chat/completions";
+		return EP_CHAT;
+	}
+	if (!strcmp(url, "/v1/completions")) {
+		*label = "/v1/completions";
+		return EP_COMPLETION;
+	}
+	if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
+		*label = "/v1/models";
+		return EP_MODELS;
+	}
+	if (!strcmp(url, "/api/status")) {
+		*label = "/api/status";
+		return EP_STATUS;
+	}
+	if (!strcmp(url, "/metrics")) {
+		*label = "/metrics";
+		return EP_METRICS;
+	}
+	if (!strcmp(url, "/") || http_asset_find(url)) {
+		*label = "/";
+		return EP_ASSET;
+	}
+	*label = "other";
+	return EP_NONE;
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -660,31 +904,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct hreq *h = *con_cls;
 	if (!h) {
 		/* headers are in: decide now what needs no body */
-		int is_get = !strcmp(method, "GET"), is_post = !strcmp(method, "POST");
-		enum endpoint ep = EP_NONE;
-		if (!strcmp(url, "/v1/chat/completions"))
-			ep = EP_CHAT;
-		else if (!strcmp(url, "/v1/completions"))
-			ep = EP_COMPLETION;
-		int models = !strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11);
-		if (!models && ep == EP_NONE) {
+		h = calloc(1, sizeof(*h));
+		if (!h)
+			return MHD_NO;
+		h->t0 = clock_sec();
+		h->ep = classify(url, &h->label);
+		*con_cls = h;
+		int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), is_post = !strcmp(method, "POST");
+		enum endpoint ep = h->ep;
+		if (ep == EP_NONE) {
 			char msg[300];
 			snprintf(msg, sizeof(msg), "Unknown request URL: %.8s %.200s", method, url);
-			return error_reply(g, c, 404, "invalid_request_error", NULL, "unknown_url", msg);
+			return error_reply(g, c, h, 404, "invalid_request_error", NULL, "unknown_url", msg);
 		}
-		if ((models && !is_get) || (ep != EP_NONE && !is_post)) {
+		int gets = ep == EP_MODELS || ep == EP_STATUS || ep == EP_METRICS || ep == EP_ASSET;
+		if ((gets && !is_get) || (!gets && !is_post)) {
 			char msg[300];
 			snprintf(msg, sizeof(msg), "%.8s is not allowed on %.200s", method, url);
-			return error_reply(g, c, 405, "invalid_request_error", NULL, "method_not_allowed", msg);
+			return error_reply(g, c, h, 405, "invalid_request_error", NULL, "method_not_allowed", msg);
 		}
+		/* the dashboard's files hold no data: they load, then ask for the key */
+		if (ep == EP_ASSET)
+			return get_reply(g, c, h, url);
 		if (!authorized(g, c))
-			return error_reply(g, c, 401, "invalid_request_error", NULL, "invalid_api_key",
+			return error_reply(g, c, h, 401, "invalid_request_error", NULL, "invalid_api_key",
 					   "Missing or incorrect API key: send 'Authorization: Bearer KEY'");
-		if (models) {
+		if (ep == EP_STATUS || ep == EP_METRICS)
+			return get_reply(g, c, h, url);
+		if (ep == EP_MODELS) {
 			if (url[10] == '/' && strcmp(url + 11, g->model_name) && strcmp(url + 11, g->model_hex))
-				return error_reply(g, c, 404, "invalid_request_error", "model", "model_not_found",
+				return error_reply(g, c, h, 404, "invalid_request_error", "model", "model_not_found",
 						   "no such model here");
-			return send_body(g, c, 200, models_json(g, url[10] == '/'), NULL, -1);
+			return send_body(g, c, h, 200, models_json(g, url[10] == '/'), NULL, -1);
 		}
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl) {
@@ -694,16 +945,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			if (errno || end == cl || n > g->cfg.max_body) {
 				char msg[200];
 				snprintf(msg, sizeof(msg), "the request body is over the limit of %zu bytes", g->cfg.max_body);
-				return error_reply(g, c, 413, "invalid_request_error", NULL, "request_too_large", msg);
+				return error_reply(g, c, h, 413, "invalid_request_error", NULL, "request_too_large", msg);
 			}
 		}
-		h = calloc(1, sizeof(*h));
-		if (!h)
-			return MHD_NO;
-		h->ep = ep;
-		*con_cls = h;
 		return MHD_YES;
 	}
+	if (h->status)
+		return MHD_YES;   /* answered already (e.g. 413 before the body): the rest is dropped */
 	if (*upload_size) {
 		/* a chunked body past the limit: drop it, answer 413 at its end */
 		if (!h->too_big && h->n + *upload_size > g->cfg.max_body)
@@ -716,15 +964,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (h->too_big) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "the request body is over the limit of %zu bytes", g->cfg.max_body);
-		return error_reply(g, c, 413, "invalid_request_error", NULL, "request_too_large", msg);
+		return error_reply(g, c, h, 413, "invalid_request_error", NULL, "request_too_large", msg);
 	}
 	return generate(g, c, h);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+	http_gw_t *g = cls;
 	struct hreq *h = *con_cls;
 	if (h) {
+		metrics_request(g->metrics, h->label, h->status, clock_sec() - h->t0);
 		free(h->body);
 		free(h);
 		*con_cls = NULL;
@@ -777,6 +1027,9 @@ void http_gw_free(http_gw_t *g)
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);   /* joins the connection threads (they see stopping) */
 	swarm_client_free(g->client);
+	metrics_free(g->metrics);
+	if (g->mu_init)
+		pthread_mutex_destroy(&g->mu);
 	pool_free(g->pool);
 	model_free(g->model);
 	vocab_free(g->voc);
@@ -803,9 +1056,16 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 		g->cfg.listen = "127.0.0.1:0";
 	snprintf(g->model_name, sizeof(g->model_name), "%s", cfg->model_name && *cfg->model_name ? cfg->model_name : "model");
 	g->created = (int64_t)time(NULL);
+	g->started_ms = (int64_t)dht_now_ms();
+	pthread_mutex_init(&g->mu, NULL);
+	g->mu_init = 1;
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;
 	int r;
+	if (!(g->metrics = metrics_new())) {
+		r = err_set(e, ERR_NOMEM, "out of memory");
+		goto fail;
+	}
 	if ((r = parse_listen(g->cfg.listen, &ss, &sl, e)))
 		goto fail;
 	if ((r = vocab_new_from_gguf(cfg->gguf, &g->voc, e)))

@@ -8,6 +8,10 @@
  *   GET  /v1/models/{id}
  *   POST /v1/chat/completions  messages through the chat template (chat.h)
  *   POST /v1/completions       a prompt as it is (BOS added as the vocabulary says)
+ *   GET  /api/status           the gateway, its peers, coverage, sessions and routes (status.h)
+ *   GET  /metrics              Prometheus text (metrics.h)
+ *   GET  /, /dashboard.js, ... the dashboard (assets.h; no key asked: it holds no data,
+ *                              asks for the key and sends it to /api/status)
  * both with SSE streaming (stream: true, "data: {...}\n\n" chunks, then
  * "data: [DONE]"). Errors are OpenAI's shape with 400 (bad JSON: where),
  * 401 (bearer key), 404 (model or URL), 405, 413 (body over max_body),

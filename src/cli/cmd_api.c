@@ -35,6 +35,7 @@ int cmd_api_start(const cmd_api_opts_t *o, const gguf_t *g, const uint8_t *model
 	for (int i = 0; i < o->n_bootstrap && i < SWARM_MAX_BOOTSTRAP; i++)
 		hc.client.bootstrap[i] = o->bootstrap[i];
 	hc.client.n_bootstrap = o->n_bootstrap;
+	hc.client.stale_ms = o->stale_ms;
 	int r = http_gw_new(&hc, out, e);
 	if (r)
 		return r;

@@ -5,6 +5,7 @@
 #include "base/clock.h"
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "cli/progress.h"
 #include "kern/kern.h"
 #include "model/synth.h"
 
@@ -33,14 +34,10 @@ static void usage(FILE *f)
 
 static void progress(void *arg, uint64_t done, uint64_t total)
 {
-	int *last = arg;
-	int pct = total ? (int)(done * 100 / total) : 100;
-	if (pct != *last) {
-		*last = pct;
-		fprintf(stderr, "\rmkmodel: writing tensors %3d%%", pct);
-		if (pct == 100)
-			fprintf(stderr, "\n");
-	}
+	prog_t *p = arg;
+	char a[32], b[32];
+	prog_update(p, 0, "writing tensors %3d%% (%s of %s)", total ? (int)(done * 100 / total) : 100,
+		    opt_bytes(done, a, sizeof(a)), opt_bytes(total, b, sizeof(b)));
 }
 
 int cmd_mkmodel(int argc, char **argv)
@@ -104,20 +101,19 @@ int cmd_mkmodel(int argc, char **argv)
 		usage(stderr);
 		return CMD_EXIT_USAGE;
 	}
-	int last = -1;
-	if (!quiet) {
-		p.progress_cb = progress;
-		p.progress_arg = &last;
-	}
+	prog_t pg;
+	prog_init(&pg, "mkmodel", quiet);
+	p.progress_cb = progress;
+	p.progress_arg = &pg;
 	err_msg_t e = { { 0 } };
-	double t0 = clock_sec();
 	int r = synth_write(&p, out, &e);
 	if (r) {
+		prog_done(&pg, "failed");
 		fprintf(stderr, "colony: mkmodel: %s\n", e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_RANGE || r == ERR_UNSUPPORTED ? CMD_EXIT_USAGE : CMD_EXIT_ERROR;
 	}
-	if (!quiet)
-		fprintf(stderr, "mkmodel: wrote %s (dim %d, %d layers, %d/%d heads, ffn %d, %s) in %.1f s\n", out,
-			p.dim, p.n_layer, p.n_head, p.n_head_kv, p.n_ff, kern_type_name(p.type), clock_sec() - t0);
+	pg.always = 1;   /* the summary line is wanted even for a tiny model */
+	prog_done(&pg, "wrote %s (dim %d, %d layers, %d/%d heads, ffn %d, %s)", out, p.dim, p.n_layer, p.n_head,
+		  p.n_head_kv, p.n_ff, kern_type_name(p.type));
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "cli/progress.h"
 #include "swarm/node.h"
 
 static void node_usage(FILE *f)
@@ -45,7 +46,8 @@ static void node_usage(FILE *f)
 		"                       3x this (or --stale-ms)\n"
 		"  --stale-ms N         staleness bound of records\n"
 		"  --log-level L        debug, info, warn, error (default info)\n"
-		"  --log-json           log as JSON lines\n"
+		"  --log-json           log as JSON lines (and no progress line)\n"
+		"  -q, --quiet          no progress line while the model loads\n"
 		"  --api HOST:PORT      also serve the OpenAI-compatible HTTP API there (needs\n"
 		"                       --model: the file gives the tokenizer, embedding and head;\n"
 		"                       generations run through the swarm this node is in). Port 0\n"
@@ -149,15 +151,24 @@ static const char *default_home(char *buf, size_t cap)
 	return buf;
 }
 
-/* --api: the gateway starts once the node is up and stops after it. */
+/* Once the node is up: the end of the loading progress, then with --api
+ * the gateway, which stops after the node. */
 struct api_hook {
 	cmd_api_opts_t o;
 	http_gw_t *gw;
+	prog_t prog;
+	int prog_on;
 };
 
 static int api_started(void *ud, dht_node_t *dht, const gguf_t *g, const uint8_t *model_id, err_msg_t *e)
 {
 	struct api_hook *a = ud;
+	if (a->prog_on) {
+		a->prog_on = 0;
+		prog_done(&a->prog, "up");
+	}
+	if (!a->o.listen)
+		return 0;
 	return cmd_api_start(&a->o, g, model_id, dht, &a->gw, e);
 }
 
@@ -175,7 +186,7 @@ int cmd_node(int argc, char **argv)
 	node_cfg_t c;
 	node_cfg_default(&c);
 	char homebuf[1024], annbuf[64];
-	int json = 0;
+	int json = 0, quiet = 0;
 	enum log_level lvl = LOG_INFO;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
@@ -186,6 +197,10 @@ int cmd_node(int argc, char **argv)
 		}
 		if (!strcmp(a, "--log-json")) {
 			json = 1;
+			continue;
+		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			quiet = 1;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -257,11 +272,25 @@ int cmd_node(int argc, char **argv)
 		}
 		api.o.model_path = c.model_path;
 		api.o.network = c.network;
-		c.on_started = api_started;
-		c.on_stopped = api_stopped;
-		c.hook_ud = &api;
+		api.o.stale_ms = c.stale_ms;
+	}
+	c.on_started = api_started;
+	c.on_stopped = api_stopped;
+	c.hook_ud = &api;
+	if (c.model_path && !json) {
+		/* JSON logs stay JSON: no progress line among them */
+		char what[300];
+		const char *base = strrchr(c.model_path, '/');
+		snprintf(what, sizeof(what), "node: loading %s", base ? base + 1 : c.model_path);
+		prog_init(&api.prog, what, quiet);
+		api.prog_on = 1;
+		prog_watch_start(&api.prog);
 	}
 	int r = node_run(&c, &e);
+	if (api.prog_on) {
+		api.prog_on = 0;
+		prog_done(&api.prog, "failed");
+	}
 	if (r) {
 		fprintf(stderr, "colony: node: %s\n", e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_FORMAT || r == ERR_UNSUPPORTED || r == ERR_TRUNCATED ? CMD_EXIT_BADFILE

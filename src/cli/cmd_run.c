@@ -9,6 +9,7 @@
 #include "base/pool.h"
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "cli/progress.h"
 #include "infer/chat.h"
 #include "infer/gen.h"
 #include "infer/sampler.h"
@@ -50,6 +51,7 @@ static void usage(FILE *f)
 		"  --logits-out FILE      write the float32 logits of the last prompt position\n"
 		"  --ignore-eos           keep generating past end-of-generation tokens\n"
 		"  --mmap                 map the model file instead of loading it into huge pages\n"
+		"  -q, --quiet            no progress while the model loads\n"
 		"  --isa ref|avx2|avx512  force one kernel set (default: the best available)\n"
 		"  --ranges N             run the layers as N separate ranges (as a pipeline would)\n"
 		"  --swarm HOST:PORT      generate through the swarm reachable from this DHT address\n"
@@ -68,7 +70,7 @@ static void usage(FILE *f)
 struct run_opts {
 	const char *model, *prompt, *prompt_file, *logits_out;
 	long n_predict, threads, ctx, ranges;
-	int kv, ignore_eos, use_mmap, chat;
+	int kv, ignore_eos, use_mmap, chat, quiet;
 	const char *swarm[SWARM_MAX_BOOTSTRAP];
 	int n_swarm;
 	const char *network;
@@ -109,6 +111,10 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		}
 		if (!strcmp(a, "--chat")) {
 			o->chat = 1;
+			continue;
+		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			o->quiet = 1;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -408,7 +414,14 @@ int cmd_run(int argc, char **argv)
 	err_msg_t e = { { 0 } };
 	/* Through a swarm only the embedding and head are used: map the file
 	 * rather than copy every layer. */
+	prog_t pg;
+	char what[300];
+	const char *base = strrchr(model_path, '/');
+	snprintf(what, sizeof(what), "loading %s", base ? base + 1 : model_path);
+	prog_init(&pg, what, o.quiet);
+	prog_watch_start(&pg);
 	int rc = opt_open_model(model_path, o.use_mmap ? 1 : o.n_swarm > 0 ? 3 : 0, &g, &m);
+	prog_done(&pg, rc ? "failed" : "ready");
 	if (synth_path[0])
 		unlink(synth_path);   /* the mapping stays valid */
 	if (rc)

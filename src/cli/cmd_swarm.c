@@ -11,6 +11,8 @@
 #include "base/clock.h"
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "cli/progress.h"
+#include "base/log.h"
 #include "model/synth.h"
 
 static void usage(FILE *f)
@@ -35,6 +37,14 @@ static void usage(FILE *f)
 		"  --api-key KEY        require 'Authorization: Bearer KEY' on API requests\n"
 		"  --home DIR           where the nodes keep their identities and logs\n"
 		"                       (default: a new folder under $TMPDIR)\n"
+		"  --refresh-ms N       the nodes re-announce every N ms (default 60000)\n"
+		"  --stale-ms N         records older than N ms drop out of the nodes' and the\n"
+		"                       gateway's views (default 3 x refresh): how soon a killed\n"
+		"                       node disappears from /api/status and the dashboard\n"
+		"  --log-level L        the nodes' log level (debug, info, warn, error)\n"
+		"  --log-json           the nodes (and the gateway) log JSON lines\n"
+		"  -q, --quiet          no progress line while the swarm starts\n"
+		"The PID of every node is printed (\"colony: node I serves layers [A, B) (pid P)\").\n"
 		"  every option of `colony run` (-p, -n, --temp, --seed, --wire, ...) applies\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
 }
@@ -78,7 +88,8 @@ static void on_sig(int s) { g_stop = 1; }
 int cmd_swarm(int argc, char **argv)
 {
 	long nodes = 6, replicas = 2;
-	int chaos = 0, keep = 0;
+	int chaos = 0, keep = 0, log_json = 0, quiet = 0;
+	const char *refresh_ms = NULL, *stale_ms = NULL, *log_level = NULL;
 	const char *model = NULL, *home = NULL, *api = NULL, *api_key = NULL, *network = "colony";
 	/* Our options; everything else is passed on to `colony run`. */
 	char **run_argv = calloc((size_t)argc + 16, sizeof(char *));
@@ -96,6 +107,23 @@ int cmd_swarm(int argc, char **argv)
 			chaos = 1;
 		} else if (!strcmp(a, "--keep-running")) {
 			keep = 1;
+		} else if (!strcmp(a, "--log-json")) {
+			log_json = 1;
+		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			quiet = 1;
+		} else if (!strcmp(a, "--refresh-ms") || !strcmp(a, "--stale-ms") || !strcmp(a, "--log-level")) {
+			long n;
+			if (!(v = opt_arg(argc, argv, &i)) ||
+			    (strcmp(a, "--log-level") && opt_int(a, v, strcmp(a, "--refresh-ms") ? 1 : 100, 1L << 40, &n))) {
+				free(run_argv);
+				return CMD_EXIT_USAGE;
+			}
+			if (!strcmp(a, "--refresh-ms"))
+				refresh_ms = v;
+			else if (!strcmp(a, "--stale-ms"))
+				stale_ms = v;
+			else
+				log_level = v;
 		} else if (!strcmp(a, "--api") || !strcmp(a, "--api-key")) {
 			if (!(v = opt_arg(argc, argv, &i))) {
 				free(run_argv);
@@ -171,14 +199,40 @@ int cmd_swarm(int argc, char **argv)
 
 	pid_t pids[65] = { 0 };
 	int n_pids = 0;
+	/* options every node gets */
+	char *common[12];
+	int nc = 0;
+	if (refresh_ms) {
+		common[nc++] = "--refresh-ms";
+		common[nc++] = (char *)refresh_ms;
+	}
+	if (stale_ms) {
+		common[nc++] = "--stale-ms";
+		common[nc++] = (char *)stale_ms;
+	}
+	if (log_level) {
+		common[nc++] = "--log-level";
+		common[nc++] = (char *)log_level;
+	}
+	if (log_json) {
+		common[nc++] = "--log-json";
+		log_setup(log_level_get(), 1);   /* the gateway in this process too */
+	}
+	common[nc] = NULL;
+	prog_t pg;
+	prog_init(&pg, "swarm", quiet || log_json);
 	/* the bootstrap node serves nothing */
 	char boot_home[800], boot_log[800];
 	snprintf(boot_home, sizeof(boot_home), "%s/boot", dir);
 	snprintf(boot_log, sizeof(boot_log), "%s/boot.log", dir);
-	char *bargv[] = { "colony", "node", "--home", boot_home, (char *)NULL };
+	char *bargv[24] = { "colony", "node", "--home", boot_home };
+	for (int k = 0; k <= nc; k++)
+		bargv[4 + k] = common[k];
+	prog_update(&pg, 1, "starting the bootstrap node");
 	pids[n_pids++] = spawn(bargv, boot_log);
 	int dht = read_port(boot_log, "DHT port ", 10000);
 	if (dht <= 0) {
+		prog_done(&pg, "failed");
 		fprintf(stderr, "colony: swarm: the bootstrap node did not start (see %s)\n", boot_log);
 		rc = CMD_EXIT_ERROR;
 		goto stop;
@@ -194,16 +248,25 @@ int cmd_swarm(int argc, char **argv)
 		snprintf(h, sizeof(h), "%s/n%ld", dir, i);
 		snprintf(lg, sizeof(lg), "%s/n%ld.log", dir, i);
 		snprintf(layers, sizeof(layers), "%d:%d", a, b);
-		char *nargv[] = { "colony", "node", "--home", h, "--model", (char *)model, "--layers", layers,
-				  "--bootstrap", bs, (char *)NULL };
+		char *nargv[32] = { "colony", "node", "--home", h, "--model", (char *)model, "--layers", layers,
+				    "--bootstrap", bs };
+		for (int k = 0; k <= nc; k++)
+			nargv[10 + k] = common[k];
+		prog_update(&pg, 1, "%ld/%ld nodes up, starting node %ld (layers [%d, %d))", i, nodes, i, a, b);
 		pids[n_pids++] = spawn(nargv, lg);
 		if (read_port(lg, "DHT port ", 20000) <= 0) {
+			prog_done(&pg, "failed");
 			fprintf(stderr, "colony: swarm: node %ld did not start (see %s)\n", i, lg);
 			rc = CMD_EXIT_ERROR;
 			goto stop;
 		}
-		fprintf(stderr, "colony: node %ld serves layers [%d, %d)\n", i, a, b);
+		/* the PID, for tests and demos that kill one node (on stderr, which
+		 * the progress line does not hide) */
+		if (pg.tty && !pg.quiet)
+			fprintf(stderr, "\r\033[K");
+		fprintf(stderr, "colony: node %ld serves layers [%d, %d) (pid %d)\n", i, a, b, (int)pids[n_pids - 1]);
 	}
+	prog_update(&pg, 1, "%ld/%ld nodes up, letting the announcements spread", nodes, nodes);
 	usleep(500000);   /* let the announcements spread */
 
 	if (api) {
@@ -219,12 +282,33 @@ int cmd_swarm(int argc, char **argv)
 		ao.network = network;
 		ao.bootstrap[0] = bs;
 		ao.n_bootstrap = 1;
+		if (stale_ms)
+			ao.stale_ms = strtoull(stale_ms, NULL, 10);
 		signal(SIGINT, on_sig);
 		signal(SIGTERM, on_sig);
+		prog_update(&pg, 1, "starting the gateway");
 		if (gguf_open(model, &ag, &e) || cmd_api_start(&ao, ag, NULL, NULL, &gw, &e)) {
+			prog_done(&pg, "failed");
 			fprintf(stderr, "colony: swarm: --api: %s\n", e.msg);
 			rc = CMD_EXIT_ERROR;
 		} else {
+			/* coverage: every layer served by the replicas asked for, as
+			 * the gateway's own client sees it (at most 30 s) */
+			swarm_view_t v;
+			double t0 = clock_sec();
+			for (;;) {
+				swarm_client_view(http_gw_client(gw), &v);
+				if ((v.n_layer > 0 && v.layers_covered == v.n_layer && v.min_replicas >= replicas) ||
+				    clock_sec() - t0 > 30 || g_stop)
+					break;
+				prog_update(&pg, 0, "%ld nodes up; coverage %d/%d layers, %d replica%s, %d/%d servers connected",
+					    nodes, v.layers_covered, v.n_layer, v.min_replicas, v.min_replicas == 1 ? "" : "s",
+					    v.servers_ready, v.servers_known);
+				usleep(50000);
+			}
+			prog_done(&pg, "%ld nodes up; coverage %s: %d/%d layers, %d replica%s", nodes,
+				  v.layers_covered == v.n_layer && v.min_replicas >= replicas ? "reached" : "NOT reached",
+				  v.layers_covered, v.n_layer, v.min_replicas, v.min_replicas == 1 ? "" : "s");
 			fprintf(stderr, "colony: the swarm serves the API at %s (bootstrap %s); Ctrl-C stops it\n",
 				http_gw_url(gw), bs);
 			/* the signal may land on any of the gateway's threads: poll the flag */
@@ -237,6 +321,7 @@ int cmd_swarm(int argc, char **argv)
 		goto stop;
 	}
 
+	prog_done(&pg, "%ld nodes up", nodes);
 	/* The generation, by this same binary as `colony run --swarm`, so a
 	 * --chaos kill can be timed from outside it. */
 	char chaos_pid[32], chaos_at[32];

@@ -36,6 +36,7 @@ struct server {
 	uint64_t last_dial;
 	uint64_t not_before;       /* not dialed before this loop time (after a loss or a failed dial) */
 	int close_pending;         /* a send failed: close (or report) on the next tick */
+	int listed;                /* in the last DHT view */
 	double tokens;             /* pacing bucket */
 	uint64_t t_tokens;
 	struct qmsg *q_head, *q_tail;
@@ -73,6 +74,7 @@ struct swarm_job {
 	char route[512];
 	int cancel;                /* also read by the loop without the lock (atomic) */
 	int owner_gone, loop_gone;
+	swarm_job_info_t info;     /* route, failovers, tokens (for status pages) */
 };
 
 struct swarm_client {
@@ -106,6 +108,10 @@ struct swarm_client {
 	int cancel_pending;
 	swarm_view_t view;
 	uint64_t jobs_total, tokens_total, failovers_total;
+	swarm_server_info_t *infos;    /* the servers as of the last view */
+	int n_infos;
+	/* loop thread only: bytes of connections already closed */
+	uint64_t closed_in, closed_out;
 };
 
 void swarm_client_cfg_default(swarm_client_cfg_t *c)
@@ -304,6 +310,36 @@ static void route_str(swarm_client_t *c, sess_t *sess, char *buf, size_t cap)
 	}
 }
 
+/* The job's route, failovers and tokens for swarm_job_info (loop thread). */
+static void job_info_publish(swarm_client_t *c, struct swarm_job *j)
+{
+	if (!j->sess)
+		return;
+	sess_hop_info_t hops[SESS_MAX_HOPS];
+	sess_stats_t ss;
+	int nh = sess_route(j->sess, hops, SESS_MAX_HOPS);
+	sess_stats(j->sess, &ss);
+	swarm_job_info_t in;
+	memset(&in, 0, sizeof(in));
+	for (int i = 0; i < nh && i < SESS_MAX_HOPS && in.n_hops < SWARM_INFO_MAX_HOPS; i++) {
+		if (hops[i].server < 1 || hops[i].server > (uint64_t)c->n_srv)
+			continue;
+		struct server *s = &c->srv[hops[i].server - 1];
+		swarm_hop_t *h = &in.hops[in.n_hops++];
+		memcpy(h->node_id, s->rec.node_id, ANN_IDLEN);
+		if (s->rec.n_addrs)
+			ann_addr_str(&s->rec.addrs[0], h->addr, sizeof(h->addr));
+		h->layer_a = hops[i].layer_a;
+		h->layer_b = hops[i].layer_b;
+	}
+	in.failovers = ss.failovers;
+	pthread_mutex_lock(&c->mu);
+	in.state = j->state;
+	in.n_tokens = j->n_toks;
+	j->info = in;
+	pthread_mutex_unlock(&c->mu);
+}
+
 /* The job's outcome is published (DONE); the loop releases it in reap(). */
 static void job_publish_done(struct swarm_job *j, int rc, const char *msg)
 {
@@ -321,6 +357,7 @@ static void job_publish_done(struct swarm_job *j, int rc, const char *msg)
 	res.stopped_by_token = j->stopped_by_token;
 	res.cancelled = j->stopped_by_cb || __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
 	j->finished = 1;
+	job_info_publish(c, j);
 	pthread_mutex_lock(&c->mu);
 	j->res = res;
 	j->rc = rc;
@@ -403,6 +440,7 @@ static void job_try_start(swarm_client_t *c, struct swarm_job *j)
 	int r = sess_start(j->sess, j->prompt, j->n_prompt, j->n_predict, &e);
 	if (r == 0) {
 		j->started = 1;
+		job_info_publish(c, j);
 		char route[512];
 		route_str(c, j->sess, route, sizeof(route));
 		pthread_mutex_lock(&c->mu);
@@ -519,6 +557,8 @@ static void merge_view(swarm_client_t *c)
 	if (!buf)
 		return;
 	if (dht_node_peers(c->dht, c->model_id, buf, CL_MAX_SERVERS, &cnt) == 0) {
+		for (int k = 0; k < c->n_srv; k++)
+			c->srv[k].listed = 0;
 		for (size_t i = 0; i < cnt && i < CL_MAX_SERVERS; i++) {
 			struct server *s = NULL;
 			for (int k = 0; k < c->n_srv; k++)
@@ -532,6 +572,7 @@ static void merge_view(swarm_client_t *c)
 			}
 			if (!s)
 				continue;
+			s->listed = 1;
 			if (s->rec.seq != buf[i].seq) {
 				s->rec = buf[i];
 				candidates_refresh(c, s);
@@ -565,7 +606,43 @@ static void publish_view(swarm_client_t *c)
 			v.min_replicas = cov[l];
 	}
 	free(cov);
+	v.wire_bytes_in = c->closed_in;
+	v.wire_bytes_out = c->closed_out;
+	swarm_server_info_t *infos = calloc((size_t)(c->n_srv > 0 ? c->n_srv : 1), sizeof(*infos));
+	for (int i = 0; i < c->n_srv; i++) {
+		struct server *s = &c->srv[i];
+		peer_stats_t ps;
+		memset(&ps, 0, sizeof(ps));
+		ps.rtt_ms = -1;
+		if (s->conn)
+			peer_conn_stats(s->conn, &ps);
+		v.wire_bytes_in += ps.bytes_in;
+		v.wire_bytes_out += ps.bytes_out;
+		if (!infos)
+			continue;
+		swarm_server_info_t *in = &infos[i];
+		memcpy(in->node_id, s->rec.node_id, ANN_IDLEN);
+		if (s->rec.n_addrs)
+			ann_addr_str(&s->rec.addrs[0], in->addr, sizeof(in->addr));
+		in->layer_a = s->rec.layer_a;
+		in->layer_b = s->rec.layer_b;
+		in->price = s->rec.price;
+		in->throughput_milli = s->rec.throughput_milli;
+		in->free_sessions = s->rec.free_sessions;
+		in->timestamp_ms = s->rec.timestamp_ms;
+		in->listed = s->listed;
+		in->connected = s->ready;
+		in->rtt_ms = s->ready ? ps.rtt_ms : -1;
+	}
+	for (struct swarm_job *j = c->active; j; j = j->next)
+		if (j->started && !j->finished)
+			job_info_publish(c, j);
 	pthread_mutex_lock(&c->mu);
+	if (infos) {
+		free(c->infos);
+		c->infos = infos;
+		c->n_infos = c->n_srv;
+	}
 	v.jobs = c->n_jobs;
 	v.jobs_total = c->jobs_total;
 	v.tokens_total = c->tokens_total;
@@ -591,6 +668,10 @@ static void on_state(peer_conn_t *pc, enum peer_state st, const char *why, void 
 	}
 	if (st != PEER_CLOSED)
 		return;
+	peer_stats_t ps;
+	peer_conn_stats(pc, &ps);
+	c->closed_in += ps.bytes_in;
+	c->closed_out += ps.bytes_out;
 	int was_ready = s->ready;
 	s->conn = NULL;
 	s->ready = 0;
@@ -868,6 +949,7 @@ void swarm_client_free(swarm_client_t *c)
 		q_free(&c->srv[i]);
 	ident_free(c->id);
 	pthread_mutex_destroy(&c->mu);
+	free(c->infos);
 	free(c);
 }
 
@@ -931,6 +1013,8 @@ int swarm_client_new(const swarm_client_cfg_t *cfg, swarm_client_t **out, err_ms
 		dc.node_id = ident_pub(c->id);
 		dc.sign = sign_cb;      /* a client announces nothing, but the DHT node wants a signer */
 		dc.sign_ud = c->id;
+		if (c->cfg.stale_ms)
+			dc.stale_ms = c->cfg.stale_ms;
 		if ((r = dht_node_new(&dc, &c->dht, e)))
 			goto fail;
 		c->own_dht = 1;
@@ -973,6 +1057,16 @@ void swarm_client_view(swarm_client_t *c, swarm_view_t *v)
 	*v = c->view;
 	v->jobs = c->n_jobs;
 	pthread_mutex_unlock(&c->mu);
+}
+
+int swarm_client_servers(swarm_client_t *c, swarm_server_info_t *out, int cap)
+{
+	pthread_mutex_lock(&c->mu);
+	int n = c->n_infos;
+	for (int i = 0; i < n && i < cap; i++)
+		out[i] = c->infos[i];
+	pthread_mutex_unlock(&c->mu);
+	return n;
 }
 
 int swarm_client_submit(swarm_client_t *c, const swarm_req_t *r, swarm_job_t **out, err_msg_t *e)
@@ -1088,6 +1182,16 @@ void swarm_job_route(swarm_job_t *j, char *buf, size_t cap)
 	swarm_client_t *c = j->c;
 	pthread_mutex_lock(&c->mu);
 	snprintf(buf, cap, "%s", j->state == SWARM_JOB_DONE && j->res.route[0] ? j->res.route : j->route);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void swarm_job_info(swarm_job_t *j, swarm_job_info_t *out)
+{
+	swarm_client_t *c = j->c;
+	pthread_mutex_lock(&c->mu);
+	*out = j->info;
+	out->state = j->state;
+	out->n_tokens = j->n_toks;
 	pthread_mutex_unlock(&c->mu);
 }
 

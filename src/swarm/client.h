@@ -76,6 +76,7 @@ typedef struct swarm_client_cfg {
 	double price_weight;               /* route cost: ms per unit of announced price (0: price ignored) */
 	int max_jobs;                      /* jobs at once; more are refused (ERR_FULL) */
 	double max_msgs_per_sec;           /* per server connection (pacing, above) */
+	uint64_t stale_ms;                 /* own DHT node: records older than this drop out (0: the DHT's default) */
 } swarm_client_cfg_t;
 
 /* One generation. Everything is copied at submit. */
@@ -115,7 +116,41 @@ typedef struct swarm_view {
 	int min_replicas;                  /* fewest connected servers over any layer (0: a gap) */
 	int jobs;                          /* running or waiting */
 	uint64_t jobs_total, tokens_total, failovers_total;
+	uint64_t wire_bytes_in, wire_bytes_out;  /* over every server connection so far (monotonic) */
 } swarm_view_t;
+
+/* One server of the model as the client knows it (for a status page). */
+typedef struct swarm_server_info {
+	uint8_t node_id[ANN_IDLEN];
+	char addr[64];                     /* the record's first address, "ip:port" */
+	uint32_t layer_a, layer_b;         /* span [a, b) */
+	uint64_t price;                    /* micro-units per 1M tokens */
+	uint32_t throughput_milli;         /* announced tokens/s x 1000 */
+	uint32_t free_sessions;
+	uint64_t timestamp_ms;             /* of its newest record (signer's clock) */
+	int listed;                        /* in the DHT view now (fresh, not tombstoned) */
+	int connected;                     /* a ready connection */
+	double rtt_ms;                     /* measured while connected; < 0 otherwise */
+} swarm_server_info_t;
+
+/* A hop of a job's route, for display. */
+typedef struct swarm_hop {
+	uint8_t node_id[ANN_IDLEN];
+	char addr[64];
+	int layer_a, layer_b;
+} swarm_hop_t;
+
+#define SWARM_INFO_MAX_HOPS 16
+
+/* A job as it runs (refreshed by the client's thread every 500 ms and when
+ * its route changes). */
+typedef struct swarm_job_info {
+	enum swarm_job_state state;
+	int n_hops;                        /* of the current route (at most SWARM_INFO_MAX_HOPS kept) */
+	swarm_hop_t hops[SWARM_INFO_MAX_HOPS];
+	int failovers;
+	int n_tokens;                      /* generated so far */
+} swarm_job_info_t;
 
 void swarm_client_cfg_default(swarm_client_cfg_t *c);
 /* Starts the client (with its own DHT node, a first lookup of up to 1.5 s).
@@ -124,6 +159,9 @@ int swarm_client_new(const swarm_client_cfg_t *cfg, swarm_client_t **out, err_ms
 /* Stops the thread, closes every connection; see the lifetimes above. NULL is fine. */
 void swarm_client_free(swarm_client_t *c);
 void swarm_client_view(swarm_client_t *c, swarm_view_t *v);
+/* The model's servers known (at most cap written; returns how many there
+ * are), as of the client's last view (refreshed every 500 ms). Any thread. */
+int swarm_client_servers(swarm_client_t *c, swarm_server_info_t *out, int cap);
 
 /* Submits a generation. ERR_INVAL (no prompt, n_predict < 1, a token outside
  * the vocabulary), ERR_FULL (max_jobs running), ERR_NOMEM. */
@@ -138,6 +176,8 @@ void swarm_job_cancel(swarm_job_t *j);
 int swarm_job_result(swarm_job_t *j, swarm_result_t *res, err_msg_t *e) WUR;
 /* The route now, as in swarm_result_t.route ("" before it is planned). */
 void swarm_job_route(swarm_job_t *j, char *buf, size_t cap);
+/* State, route hops, failovers and tokens of the job now. Any thread. */
+void swarm_job_info(swarm_job_t *j, swarm_job_info_t *out);
 void swarm_job_free(swarm_job_t *j);   /* NULL is fine */
 
 /* ---- one-shot */
