@@ -12,7 +12,7 @@ cmake --build build-tsan -j"$(nproc)"
 logs=$(mktemp -d)
 export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp halt_on_error=0 log_path=$logs/tsan"
 export COLONY_SANITIZED=1
-(cd build-tsan && ctest --output-on-failure -R 'test_pool|test_fwd|test_kern|test_peer|test_dht|test_discovery|test_reference|test_shard|test_node_session|test_swarm|test_api|test_ledger')
+(cd build-tsan && ctest --output-on-failure -R 'test_pool|test_fwd|test_kern|test_peer|test_dht|test_discovery|test_reference|test_shard|test_node_session|test_swarm|test_api|test_dashboard|test_metrics|test_ledger')
 if ls "$logs"/tsan* >/dev/null 2>&1; then
   cat "$logs"/tsan*
   echo "ThreadSanitizer reported races (above)"
