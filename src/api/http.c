@@ -49,6 +49,7 @@ struct http_gw {
 	int n_ctx;
 	int64_t created;
 	swarm_client_t *client;
+	dht_node_t *dht;            /* the client's: skill records and offers */
 	int stopping;               /* atomic */
 	http_stats_t st;            /* atomics */
 	metrics_t *metrics;
@@ -64,7 +65,7 @@ struct http_gw {
 #define STAT_ADD(g, f, v) __atomic_add_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 #define STAT_SUB(g, f, v) __atomic_sub_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 
-enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION, EP_MODELS, EP_STATUS, EP_METRICS, EP_ASSET };
+enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION, EP_MODELS, EP_STATUS, EP_METRICS, EP_ASSET, EP_SKILLS };
 
 /* Per request (con_cls): the body as it arrives, and what /metrics counts. */
 struct hreq {
@@ -538,6 +539,184 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 
 static void sse_free(void *cls) { gen_free(cls); }
 
+/* ---- skills */
+
+/* The skill's system prompt, then the caller's messages (a system message of
+ * the caller's own goes after the skill's, in the same turn). */
+static int skill_tokenize(http_gw_t *g, const skill_def_t *sk, const oai_req_t *rq, int32_t **toks, size_t *nt,
+			  err_msg_t *e)
+{
+	chat_msg_t *m = malloc(sizeof(*m) * (size_t)(rq->n_msgs + 1));
+	char *joined = NULL;
+	if (!m)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	int n = 0, first = 0;
+	m[n++] = (chat_msg_t){ CHAT_SYSTEM, sk->prompt, sk->prompt_len };
+	if (rq->n_msgs > 0 && rq->msgs[0].role == CHAT_SYSTEM) {
+		size_t l = sk->prompt_len + 2 + rq->msgs[0].len;
+		if (!(joined = malloc(l + 1))) {
+			free(m);
+			return err_set(e, ERR_NOMEM, "out of memory");
+		}
+		memcpy(joined, sk->prompt, sk->prompt_len);
+		memcpy(joined + sk->prompt_len, "\n\n", 2);
+		memcpy(joined + sk->prompt_len + 2, rq->msgs[0].text, rq->msgs[0].len);
+		m[0].text = joined;
+		m[0].len = l;
+		first = 1;
+	}
+	for (int i = first; i < rq->n_msgs; i++)
+		m[n++] = rq->msgs[i];
+	int rc = chat_tokenize(&g->tmpl, g->voc, m, n, toks, nt, e);
+	free(joined);
+	free(m);
+	return rc;
+}
+
+struct relay {
+	http_gw_t *gw;
+	skill_fwd_t *f;
+	int fd;                     /* our client's socket, polled for hangups */
+};
+
+static ssize_t relay_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct relay *r = cls;
+	(void)pos;
+	for (;;) {
+		if (skill_fwd_done(r->f))
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (__atomic_load_n(&r->gw->stopping, __ATOMIC_RELAXED) || client_gone(r->fd))
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		size_t n = 0;
+		err_msg_t e;
+		if (skill_fwd_read(r->f, buf, max, WAIT_SLICE_MS, &n, &e)) {
+			log_warn("http", "skill relay: %s", e.msg);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		if (n)
+			return (ssize_t)n;
+	}
+}
+
+static void relay_free(void *cls)
+{
+	struct relay *r = cls;
+	skill_fwd_free(r->f);
+	free(r);
+}
+
+/* A skill this gateway does not offer: the call goes as it is to a gateway
+ * that does, and its answer (whole or streamed) comes back as it arrives. */
+static enum MHD_Result skill_relay(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const char *name)
+{
+	oai_err_t err;
+	/* a relayed call is never relayed again: no loops between gateways */
+	if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, SKILL_FWD_HEADER)) {
+		oai_err_set(&err, 404, "invalid_request_error", "model", "model_not_found",
+			    "The skill '%.100s' is not offered by this gateway", name);
+		return send_error(g, c, h, &err);
+	}
+	ann_t offers[8];
+	size_t n = skill_offers(g->dht, name, 1500, offers, 8);
+	if (n > 8)
+		n = 8;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int fd = ci ? ci->connect_fd : -1;
+	skill_fwd_t *f = NULL;
+	err_msg_t e = { { 0 } };
+	const ann_t *used = NULL;
+	for (size_t i = 0; i < n && !f; i++) {
+		/* our own record (from an earlier run of this node) would point back here */
+		if (g->dht && !memcmp(offers[i].node_id, dht_node_id(g->dht), ANN_IDLEN))
+			continue;
+		/* Payment hook: a paid call reserves a budget with offers[i]'s provider
+		 * here (fee_call + price_out per 1M output tokens, ann.h) and pays with
+		 * vouchers as the answer streams back. Not done yet: calls are free. */
+		if (skill_fwd_open(&offers[i].addrs[0], h->ep == EP_CHAT ? "/v1/chat/completions" : "/v1/completions",
+				   h->body ? h->body : "", h->n, 3000, &f, &e) == 0)
+			used = &offers[i];
+		else
+			log_info("http", "skill '%s': %s", name, e.msg);
+	}
+	if (!used) {
+		if (n == 0) {
+			oai_err_set(&err, 404, "invalid_request_error", "model", "model_not_found",
+				    "No node in the network offers the skill '%.100s' (GET /v1/skills lists them)", name);
+			return send_error(g, c, h, &err);
+		}
+		return error_reply(g, c, h, 503, "server_error", NULL, "skill_unreachable", e.msg);
+	}
+	for (int ready = 0; !ready;) {
+		if (skill_fwd_head(f, WAIT_SLICE_MS, &ready, &e)) {
+			skill_fwd_free(f);
+			return error_reply(g, c, h, 503, "server_error", NULL, "skill_unreachable", e.msg);
+		}
+		if (!ready && (client_gone(fd) || __atomic_load_n(&g->stopping, __ATOMIC_RELAXED))) {
+			skill_fwd_free(f);
+			return MHD_NO;
+		}
+	}
+	struct relay *r = calloc(1, sizeof(*r));
+	struct MHD_Response *resp = r ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK, relay_reader, r,
+									  relay_free) : NULL;
+	if (!resp) {
+		free(r);
+		skill_fwd_free(f);
+		return error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
+	}
+	r->gw = g;
+	r->f = f;
+	r->fd = fd;
+	char provider[2 * ANN_IDLEN + 1];
+	sodium_bin2hex(provider, sizeof(provider), used->node_id, ANN_IDLEN);
+	MHD_add_response_header(resp, "Content-Type", skill_fwd_content_type(f));
+	MHD_add_response_header(resp, "X-Colony-Skill-Provider", provider);
+	unsigned status = (unsigned)skill_fwd_status(f);
+	enum MHD_Result ret = MHD_queue_response(c, status, resp);
+	MHD_destroy_response(resp);
+	count_status(g, status);
+	h->status = (int)status;
+	return ret;
+}
+
+/* Announces this gateway's skills: one record per skill and the index record
+ * naming them all, refreshed by the DHT node until it shuts down. */
+static int skills_announce(http_gw_t *g, const struct sockaddr_storage *ss, err_msg_t *e)
+{
+	ann_addr_t gw;
+	uint8_t lo[4] = { 127, 0, 0, 1 };
+	struct in6_addr a6;
+	struct in_addr a4;
+	const char *host = g->cfg.skill_host;
+	if (host && inet_pton(AF_INET, host, &a4) == 1)
+		ann_addr_set(&gw, 4, &a4, (uint16_t)g->port);
+	else if (host && inet_pton(AF_INET6, host, &a6) == 1)
+		ann_addr_set(&gw, 6, &a6, (uint16_t)g->port);
+	else if (host)
+		return err_set(e, ERR_INVAL, "skill address '%.100s' is not an IP address", host);
+	else if (ss->ss_family == AF_INET)
+		ann_addr_set(&gw, 4, &((const struct sockaddr_in *)ss)->sin_addr, (uint16_t)g->port);
+	else
+		ann_addr_set(&gw, 6, &((const struct sockaddr_in6 *)ss)->sin6_addr, (uint16_t)g->port);
+	if ((gw.family == 4 && gw.ip[0] == 0) || (gw.family == 6 && IN6_IS_ADDR_UNSPECIFIED((struct in6_addr *)gw.ip))) {
+		log_warn("http", "the API listens on every address: skills are announced at 127.0.0.1");
+		ann_addr_set(&gw, 4, lo, (uint16_t)g->port);
+	}
+	ann_t a;
+	for (int i = 0; i < g->cfg.n_skills; i++) {
+		skill_record(&a, &g->cfg.skills[i], g->model_id, &gw);
+		int r = dht_node_announce(g->dht, &a, e);
+		if (r)
+			return r;
+		char where[64];
+		log_info("http", "skill '%s' offered as model 'skill:%s' at %s", g->cfg.skills[i].name,
+			 g->cfg.skills[i].name, ann_addr_str(&gw, where, sizeof(where)));
+	}
+	skill_index_record(&a, g->cfg.skills, g->cfg.n_skills);
+	return dht_node_announce(g->dht, &a, e);
+}
+
 /* ---- the generation endpoints */
 
 static void make_id(char *out, size_t cap, const char *prefix)
@@ -561,7 +740,22 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	size_t nt = 0;
 	err_msg_t e = { { 0 } };
 	struct gen *x = NULL;
-	if (strcmp(rq.model, g->model_name) && strcmp(rq.model, g->model_hex)) {
+	const skill_def_t *sk = NULL;
+	if (!strncmp(rq.model, SKILL_PREFIX, strlen(SKILL_PREFIX))) {
+		const char *name = rq.model + strlen(SKILL_PREFIX);
+		for (int i = 0; i < g->cfg.n_skills && !sk; i++)
+			if (!strcmp(g->cfg.skills[i].name, name))
+				sk = &g->cfg.skills[i];
+		if (!sk) {
+			ret = skill_relay(g, c, h, name);
+			goto out;
+		}
+		if (kind != OAI_CHAT) {
+			ret = error_reply(g, c, h, 400, "invalid_request_error", "model", NULL,
+					  "skills are called through /v1/chat/completions");
+			goto out;
+		}
+	} else if (strcmp(rq.model, g->model_name) && strcmp(rq.model, g->model_hex)) {
 		oai_err_set(&err, 404, "invalid_request_error", "model", "model_not_found",
 			    "The model '%.200s' does not exist here (this gateway serves '%s')", rq.model, g->model_name);
 		ret = send_error(g, c, h, &err);
@@ -569,7 +763,9 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	}
 	/* prompt tokens: the chat template, or the prompt as `colony run` tokenizes it */
 	if (kind == OAI_CHAT) {
-		if (chat_tokenize(&g->tmpl, g->voc, rq.msgs, rq.n_msgs, &toks, &nt, &e)) {
+		int rc = sk ? skill_tokenize(g, sk, &rq, &toks, &nt, &e)
+			    : chat_tokenize(&g->tmpl, g->voc, rq.msgs, rq.n_msgs, &toks, &nt, &e);
+		if (rc) {
 			ret = error_reply(g, c, h, 400, "invalid_request_error", "messages", NULL, e.msg);
 			goto out;
 		}
@@ -618,7 +814,7 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	x->max_tokens = rq.max_tokens > 0 && rq.max_tokens < room ? (int)rq.max_tokens : room;
 	x->created = (int64_t)time(NULL);
 	x->t_start = clock_sec();
-	snprintf(x->model, sizeof(x->model), "%s", g->model_name);
+	snprintf(x->model, sizeof(x->model), "%s", sk ? rq.model : g->model_name);
 	make_id(x->id, sizeof(x->id), kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	x->fd = ci ? ci->connect_fd : -1;
@@ -857,10 +1053,10 @@ static enum MHD_Result get_reply(http_gw_t *g, struct MHD_Connection *c, struct 
 			return error_reply(g, c, h, 404, "invalid_request_error", NULL, "unknown_url", "no such file");
 		return send_text(g, c, h, 200, a->data, a->len, MHD_RESPMEM_PERSISTENT, a->mime);
 	}
-	char *body = h->ep == EP_STATUS ? status_json(g) : metrics_text(g);
+	char *body = h->ep == EP_STATUS ? status_json(g) : h->ep == EP_SKILLS ? skill_list_json(g->dht, 1500) : metrics_text(g);
 	if (!body)
 		return error_reply(g, c, h, 503, "server_error", NULL, NULL, "out of memory");
-	if (h->ep == EP_STATUS)
+	if (h->ep == EP_STATUS || h->ep == EP_SKILLS)
 		return send_body(g, c, h, 200, body, NULL, -1);
 	return send_text(g, c, h, 200, body, strlen(body), MHD_RESPMEM_MUST_FREE, "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -880,6 +1076,10 @@ static enum endpoint classify(const char *url, const char **label)
 	if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
 		*label = "/v1/models";
 		return EP_MODELS;
+	}
+	if (!strcmp(url, "/v1/skills")) {
+		*label = "/v1/skills";
+		return EP_SKILLS;
 	}
 	if (!strcmp(url, "/api/status")) {
 		*label = "/api/status";
@@ -917,7 +1117,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			snprintf(msg, sizeof(msg), "Unknown request URL: %.8s %.200s", method, url);
 			return error_reply(g, c, h, 404, "invalid_request_error", NULL, "unknown_url", msg);
 		}
-		int gets = ep == EP_MODELS || ep == EP_STATUS || ep == EP_METRICS || ep == EP_ASSET;
+		int gets = ep == EP_MODELS || ep == EP_STATUS || ep == EP_METRICS || ep == EP_ASSET || ep == EP_SKILLS;
 		if ((gets && !is_get) || (!gets && !is_post)) {
 			char msg[300];
 			snprintf(msg, sizeof(msg), "%.8s is not allowed on %.200s", method, url);
@@ -929,7 +1129,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!authorized(g, c))
 			return error_reply(g, c, h, 401, "invalid_request_error", NULL, "invalid_api_key",
 					   "Missing or incorrect API key: send 'Authorization: Bearer KEY'");
-		if (ep == EP_STATUS || ep == EP_METRICS)
+		if (ep == EP_STATUS || ep == EP_METRICS || ep == EP_SKILLS)
 			return get_reply(g, c, h, url);
 		if (ep == EP_MODELS) {
 			if (url[10] == '/' && strcmp(url + 11, g->model_name) && strcmp(url + 11, g->model_hex))
@@ -1121,6 +1321,18 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	g->port = di ? di->port : 0;
+	/* skills: follow the index of the network's skills, announce ours */
+	g->dht = swarm_client_dht(g->client);
+	uint8_t iid[ANN_MODELLEN];
+	ann_skill_index_id(iid);
+	if (g->dht && dht_node_watch(g->dht, iid, NULL, NULL) != 0)
+		log_warn("http", "cannot follow the skill index: GET /v1/skills looks it up on each call");
+	if (g->cfg.n_skills > SKILL_MAX_LOCAL) {
+		r = err_set(e, ERR_RANGE, "%d skills (at most %d)", g->cfg.n_skills, SKILL_MAX_LOCAL);
+		goto fail;
+	}
+	if (g->cfg.n_skills && (r = skills_announce(g, &ss, e)))
+		goto fail;
 	char host[128];
 	const char *colon = strrchr(g->cfg.listen, ':');
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - g->cfg.listen), g->cfg.listen);

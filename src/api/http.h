@@ -8,6 +8,9 @@
  *   GET  /v1/models/{id}
  *   POST /v1/chat/completions  messages through the chat template (chat.h)
  *   POST /v1/completions       a prompt as it is (BOS added as the vocabulary says)
+ *   GET  /v1/skills            skills offered in the network (skill.h); a chat completion
+ *                              with model "skill:NAME" runs a skill offered here (its
+ *                              system prompt first), or is relayed to a gateway offering it
  *   GET  /api/status           the gateway, its peers, coverage, sessions and routes (status.h)
  *   GET  /metrics              Prometheus text (metrics.h)
  *   GET  /, /dashboard.js, ... the dashboard (assets.h; no key asked: it holds no data,
@@ -33,6 +36,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "api/skill.h"
 #include "model/gguf.h"
 #include "swarm/client.h"
 
@@ -52,6 +56,9 @@ typedef struct http_cfg {
 	size_t max_body;               /* bytes; 0: HTTP_DEFAULT_MAX_BODY */
 	int max_generations;           /* at once; 0: HTTP_DEFAULT_MAX_GENERATIONS */
 	int threads;                   /* for the output head; 0: 2 */
+	const skill_def_t *skills;     /* borrowed, outlive the gateway: offered here and announced */
+	int n_skills;                  /* 0..SKILL_MAX_LOCAL */
+	const char *skill_host;        /* address put in skill records (default: the listen address) */
 } http_cfg_t;
 
 /* Counters the gateway keeps (for a status page or /metrics). */

@@ -32,6 +32,8 @@ typedef struct cmd_api_opts {
 	const char *bootstrap[SWARM_MAX_BOOTSTRAP];   /* used when dht is NULL */
 	int n_bootstrap;
 	uint64_t stale_ms;             /* the gateway's own DHT node: record staleness bound (0: default) */
+	const skill_def_t *skills;     /* --skill: offered through the gateway (borrowed) */
+	int n_skills;
 } cmd_api_opts_t;
 /* Starts the gateway over the model file g (model_id may be NULL: computed),
  * reading the given DHT node or its own bootstrapped one; prints its URL. */

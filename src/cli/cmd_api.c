@@ -36,6 +36,8 @@ int cmd_api_start(const cmd_api_opts_t *o, const gguf_t *g, const uint8_t *model
 		hc.client.bootstrap[i] = o->bootstrap[i];
 	hc.client.n_bootstrap = o->n_bootstrap;
 	hc.client.stale_ms = o->stale_ms;
+	hc.skills = o->skills;
+	hc.n_skills = o->n_skills;
 	int r = http_gw_new(&hc, out, e);
 	if (r)
 		return r;

@@ -54,6 +54,17 @@ static void node_usage(FILE *f)
 		"                       picks a free one; the URL is printed. Keep it on loopback\n"
 		"                       unless a key is set\n"
 		"  --api-key KEY        require 'Authorization: Bearer KEY' on every API request\n"
+		"  --skill NAME=FILE    offer a skill through the API (needs --api; repeatable, up to\n"
+		"                       8): FILE's text is the system prompt put before the caller's\n"
+		"                       messages when a chat completion names model 'skill:NAME';\n"
+		"                       announced in the DHT, listed by GET /v1/skills everywhere\n"
+		"  --skill-price FEE:PER_M  the last --skill's price in micro-units: a fee per call and\n"
+		"                       a price per 1M output tokens (announced; payment comes later)\n"
+		"  --skill-desc TEXT    the last --skill's description (up to 200 bytes of UTF-8)\n"
+		"  --ledger DB          run the ledger service on this SQLite file: peers send it\n"
+		"                       wallet-signed settlement requests (colony wallet --ledger-peer)\n"
+		"  --ledger-operator ADDR  wallet address allowed to deposit, withdraw and slash (a\n"
+		"                       stand-in for an external authority; without it, none can)\n"
 		"\nexit codes: 0 clean stop, 1 runtime error, 2 usage, 3 bad model file\n");
 }
 
@@ -155,6 +166,7 @@ static const char *default_home(char *buf, size_t cap)
  * the gateway, which stops after the node. */
 struct api_hook {
 	cmd_api_opts_t o;
+	skill_def_t skills[SKILL_MAX_LOCAL];
 	http_gw_t *gw;
 	prog_t prog;
 	int prog_on;
@@ -177,6 +189,48 @@ static void api_stopped(void *ud)
 	struct api_hook *a = ud;
 	http_gw_free(a->gw);
 	a->gw = NULL;
+}
+
+static void skills_close(struct api_hook *a)
+{
+	for (int i = 0; i < a->o.n_skills; i++)
+		skill_def_close(&a->skills[i]);
+	a->o.n_skills = 0;
+}
+
+/* --skill NAME=FILE, and --skill-price / --skill-desc for the last one. */
+static int skill_opt(struct api_hook *a, const char *opt, const char *v)
+{
+	err_msg_t e = { { 0 } };
+	int r;
+	if (!strcmp(opt, "--skill")) {
+		if (a->o.n_skills >= SKILL_MAX_LOCAL) {
+			fprintf(stderr, "colony: at most %d --skill\n", SKILL_MAX_LOCAL);
+			return -1;
+		}
+		skill_def_t *d = &a->skills[a->o.n_skills];
+		if ((r = skill_def_load(d, v, &e)) == 0) {
+			for (int i = 0; i < a->o.n_skills; i++)
+				if (!strcmp(a->skills[i].name, d->name))
+					r = err_set(&e, ERR_INVAL, "skill '%s' given twice", d->name);
+			if (r)
+				skill_def_close(d);
+			else
+				a->o.n_skills++;
+		}
+	} else if (a->o.n_skills == 0) {
+		r = err_set(&e, ERR_INVAL, "%s applies to the --skill before it", opt);
+	} else if (!strcmp(opt, "--skill-price")) {
+		skill_def_t *d = &a->skills[a->o.n_skills - 1];
+		r = skill_price_parse(v, &d->fee_call, &d->price_out, &e);
+	} else {
+		r = skill_desc_set(&a->skills[a->o.n_skills - 1], v, &e);
+	}
+	if (r) {
+		fprintf(stderr, "colony: %s\n", e.msg);
+		skills_close(a);
+	}
+	return r ? -1 : 0;
 }
 
 int cmd_node(int argc, char **argv)
@@ -217,6 +271,10 @@ int cmd_node(int argc, char **argv)
 		else if (!strcmp(a, "--watch")) c.watch_model = v;
 		else if (!strcmp(a, "--api")) api.o.listen = v;
 		else if (!strcmp(a, "--api-key")) api.o.key = v;
+		else if (!strcmp(a, "--skill") || !strcmp(a, "--skill-price") || !strcmp(a, "--skill-desc")) {
+			if (skill_opt(&api, a, v))
+				return CMD_EXIT_USAGE;
+		}
 		else if (!strcmp(a, "--port")) {
 			if (opt_int(a, v, 0, 65535, &n)) return CMD_EXIT_USAGE;
 			c.port = (int)n;
@@ -248,6 +306,10 @@ int cmd_node(int argc, char **argv)
 			}
 		} else if (!strcmp(a, "--stale-ms")) {
 			if (opt_u64(a, v, &c.stale_ms)) return CMD_EXIT_USAGE;
+		} else if (!strcmp(a, "--ledger")) {
+			c.ledger_db = v;
+		} else if (!strcmp(a, "--ledger-operator")) {
+			c.ledger_operator = v;
 		} else if (!strcmp(a, "--log-level")) {
 			if (log_opts(a, v)) return CMD_EXIT_USAGE;
 			lvl = log_level_get();
@@ -265,6 +327,12 @@ int cmd_node(int argc, char **argv)
 		return CMD_EXIT_USAGE;
 	}
 	err_msg_t e = { { 0 } };
+	api.o.skills = api.skills;
+	if (api.o.n_skills && !api.o.listen) {
+		fprintf(stderr, "colony: --skill needs --api (skills are served through the gateway)\n");
+		skills_close(&api);
+		return CMD_EXIT_USAGE;
+	}
 	if (api.o.listen) {
 		if (!c.model_path) {
 			fprintf(stderr, "colony: --api needs --model (the tokenizer, embedding and head)\n");
@@ -291,6 +359,7 @@ int cmd_node(int argc, char **argv)
 		api.prog_on = 0;
 		prog_done(&api.prog, "failed");
 	}
+	skills_close(&api);
 	if (r) {
 		fprintf(stderr, "colony: node: %s\n", e.msg[0] ? e.msg : err_str(r));
 		return r == ERR_FORMAT || r == ERR_UNSUPPORTED || r == ERR_TRUNCATED ? CMD_EXIT_BADFILE

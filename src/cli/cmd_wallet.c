@@ -1,27 +1,46 @@
-/* cmd_wallet.c - `colony wallet`: the wallet's address, backups, and, with a
- * local ledger database, balance, deposit and withdraw. */
+/* cmd_wallet.c - `colony wallet`: the wallet's address, backups, and the
+ * settlement operations against a local ledger database (--ledger) or a
+ * ledger node (--ledger-peer), through the same settle.h interface. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
 #include "cli/cmd.h"
 #include "cli/opts.h"
 #include "market/ledger.h"
+#include "market/settle_remote.h"
+#include "market/voucher.h"
 #include "market/wallet.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: colony wallet [--home DIR] COMMAND\n"
+		"usage: colony wallet [--home DIR] COMMAND [ARGS] [options]\n"
 		"  address                  print the wallet address (creates the wallet on first use)\n"
 		"  export FILE [--encrypt]  write a backup (never over an existing file; mode 0600)\n"
 		"  import FILE              install a backup as this home's wallet (refused if it has one)\n"
-		"  balance --ledger DB      balance, stake and reserved budgets in a local ledger\n"
-		"  deposit AMOUNT --ledger DB / withdraw AMOUNT --ledger DB\n"
+		"ledger commands (with --ledger DB or --ledger-peer HOST:PORT; signed by this wallet):\n"
+		"  balance [ADDR]           balance, stake and reserved budgets (default: this wallet)\n"
+		"  deposit AMOUNT / withdraw AMOUNT [--to ADDR]   a ledger node takes these only from\n"
+		"                           its operator wallet\n"
+		"  stake AMOUNT / unstake AMOUNT\n"
+		"  reserve PROVIDER BUDGET [--expiry SECS]   open a channel; prints its id\n"
+		"  redeem VOUCHERS          redeem hex vouchers (a file, one a line, or one hex string)\n"
+		"  close CHANNEL [--as buyer|provider]   / channel CHANNEL\n"
+		"  audit --ledger DB        check every invariant of a ledger file\n"
+		"  voucher CHANNEL AMOUNT [--seq N] [--count K]   print K vouchers signed by this wallet,\n"
+		"                           sequences N.., cumulative amounts AMOUNT x 1..K (offline)\n"
 		"options:\n"
 		"  --home DIR               where wallet.key lives (default ~/.colony)\n"
+		"  --ledger DB              a local ledger file\n"
+		"  --ledger-peer HOST:PORT  a ledger node (colony node --ledger), over the encrypted\n"
+		"                           transport; --ledger-id HEX pins its node id, --network NAME\n"
+		"                           its network (default colony), --timeout-ms N per request\n"
+		"  --resend                 send the last request again (tests the replay guard: exit 4\n"
+		"                           when the ledger refuses it)\n"
 		"  --passphrase-file F      the passphrase, first line of F (else $COLONY_PASSPHRASE);\n"
 		"                           --encrypt needs one, import of an encrypted backup too\n"
 		"  --fast-kdf               Argon2id 'interactive' cost instead of 'moderate' (tests)\n"
@@ -54,83 +73,389 @@ static char *passphrase_get(const char *file)
 	return p;
 }
 
-static int ledger_cmd(const char *cmd, const char *amount_s, const char *db, const wallet_t *w)
+/* ---- the ledger commands: a local file (--ledger) or a ledger node
+ * (--ledger-peer), both through settle.h ---- */
+
+typedef struct lopts {
+	const char *db, *peer, *peer_id, *network, *to, *as;
+	int64_t expiry_s;
+	uint64_t seq, count;
+	int timeout_ms, resend;
+} lopts_t;
+
+static int hex_arg(const char *what, const char *s, uint8_t *out, size_t n)
 {
+	size_t got = 0;
+	if (strlen(s) != 2 * n || sodium_hex2bin(out, n, s, strlen(s), NULL, &got, NULL) != 0 || got != n) {
+		fprintf(stderr, "colony: wallet: %s must be %zu hex digits, got '%s'\n", what, 2 * n, s);
+		return CMD_EXIT_USAGE;
+	}
+	return 0;
+}
+
+static void print_account(const settle_account_t *a)
+{
+	char b1[AMOUNT_STRLEN], b2[AMOUNT_STRLEN], b3[AMOUNT_STRLEN];
+	printf("balance %s  stake %s  reserved %s\n", amount_format(a->balance, b1), amount_format(a->stake, b2),
+		amount_format(a->reserved, b3));
+}
+
+static void print_channel(const settle_channel_t *c)
+{
+	static const char *const st[] = { "open", "closing", "closed" };
+	char h[2 * MARKET_IDLEN + 1], b1[AMOUNT_STRLEN], b2[AMOUNT_STRLEN], b3[AMOUNT_STRLEN];
+	printf("channel %s  %s  budget %s  redeemed %s  refunded %s  last_seq %llu  expiry %lld  close_at %lld\n",
+		sodium_bin2hex(h, sizeof(h), c->id, MARKET_IDLEN), c->state >= 0 && c->state <= 2 ? st[c->state] : "?",
+		amount_format(c->budget, b1), amount_format(c->redeemed, b2), amount_format(c->refunded, b3),
+		(unsigned long long)c->last_seq, (long long)c->expiry, (long long)c->close_at);
+}
+
+/* `voucher CHANNEL AMOUNT`: count vouchers signed by this wallet, sequences
+ * seq.., cumulative amounts AMOUNT x 1, 2, ... (one hex line each). Offline. */
+static int voucher_cmd(const char *chan, const char *amount_s, const lopts_t *o, const wallet_t *w)
+{
+	voucher_t v;
+	memset(&v, 0, sizeof(v));
+	err_msg_t e = { "" };
+	amount_t step = 0;
+	if (!amount_s || hex_arg("CHANNEL", chan, v.channel, MARKET_IDLEN) || amount_parse(amount_s, &step, &e)) {
+		if (e.msg[0])
+			fprintf(stderr, "colony: wallet: %s\n", e.msg);
+		return CMD_EXIT_USAGE;
+	}
+	for (uint64_t i = 1; i <= o->count; i++) {
+		uint8_t buf[VOUCHER_SIZE];
+		char hex[2 * VOUCHER_SIZE + 1];
+		v.seq = o->seq + i - 1;
+		v.out_tokens = v.seq;
+		if (amount_mul(step, i, &v.amount) || voucher_sign(&v, w) || voucher_encode(&v, buf)) {
+			fprintf(stderr, "colony: wallet: voucher %llu is out of range\n", (unsigned long long)i);
+			return CMD_EXIT_USAGE;
+		}
+		printf("%s\n", sodium_bin2hex(hex, sizeof(hex), buf, sizeof(buf)));
+	}
+	return 0;
+}
+
+/* `redeem VOUCHERS`: a file of hex vouchers, one a line (or one hex
+ * voucher), redeemed in order; one line "seq S paid X" each. */
+static int redeem_cmd(settle_t *s, const char *arg)
+{
+	FILE *f = fopen(arg, "r");
+	char line[2 * VOUCHER_SIZE + 8];
+	int rc = 0;
+	for (;;) {
+		const char *hex = arg;
+		if (f) {
+			if (!fgets(line, sizeof(line), f))
+				break;
+			line[strcspn(line, "\r\n")] = 0;
+			if (!line[0])
+				continue;
+			hex = line;
+		}
+		uint8_t buf[VOUCHER_SIZE];
+		voucher_t v;
+		err_msg_t e = { "" };
+		amount_t paid = 0;
+		if (hex_arg("a voucher", hex, buf, sizeof(buf)) || voucher_decode(buf, sizeof(buf), &v, &e)) {
+			if (e.msg[0])
+				fprintf(stderr, "colony: wallet: %s\n", e.msg);
+			rc = CMD_EXIT_BADFILE;
+			break;
+		}
+		if (settle_redeem(s, &v, (int64_t)time(NULL), &paid, &e)) {
+			fprintf(stderr, "colony: wallet: redeem of seq %llu: %s\n", (unsigned long long)v.seq, e.msg);
+			rc = CMD_EXIT_ERROR;
+			break;
+		}
+		char b[AMOUNT_STRLEN];
+		printf("seq %llu paid %s\n", (unsigned long long)v.seq, amount_format(paid, b));
+		fflush(stdout);
+		if (!f)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return rc;
+}
+
+static int audit_cmd(const lopts_t *o)
+{
+	if (!o->db) {
+		fprintf(stderr, "colony: wallet audit needs --ledger DB (the database file itself)\n");
+		return CMD_EXIT_USAGE;
+	}
+	err_msg_t e = { "" };
+	ledger_t *l = NULL;
+	ledger_totals_t t;
+	if (ledger_open(o->db, NULL, &l, &e) != 0) {
+		fprintf(stderr, "colony: wallet: %s\n", e.msg);
+		return CMD_EXIT_ERROR;
+	}
+	int rc = ledger_audit(l, &t, &e);
+	ledger_free(l);
+	if (rc) {
+		fprintf(stderr, "colony: wallet: audit failed: %s\n", e.msg);
+		return CMD_EXIT_ERROR;
+	}
+	char d[AMOUNT_STRLEN], wd[AMOUNT_STRLEN], b[AMOUNT_STRLEN], st[AMOUNT_STRLEN], rs[AMOUNT_STRLEN],
+		rd[AMOUNT_STRLEN], rf[AMOUNT_STRLEN];
+	printf("audit ok: deposits %s withdrawals %s balances %s stakes %s reserved %s redeemed %s refunded %s "
+		"accounts %lld channels %lld redemptions %lld\n", amount_format(t.deposits, d),
+		amount_format(t.withdrawals, wd), amount_format(t.balances, b), amount_format(t.stakes, st),
+		amount_format(t.reserved, rs), amount_format(t.redeemed, rd), amount_format(t.refunded, rf),
+		(long long)t.accounts, (long long)t.channels, (long long)t.redemptions);
+	return 0;
+}
+
+/* "HOST:PORT" (the last colon splits, so "[::1]:7000" and "::1:7000" work). */
+static int split_hostport(const char *s, char *host, size_t cap, int *port)
+{
+	const char *c = strrchr(s, ':');
+	if (!c || c == s || (size_t)(c - s) >= cap)
+		return -1;
+	char *end = NULL;
+	long p = strtol(c + 1, &end, 10);
+	if (!end || *end || p < 1 || p > 65535)
+		return -1;
+	size_t n = (size_t)(c - s);
+	if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
+		memcpy(host, s + 1, n - 2);
+		host[n - 2] = 0;
+	} else {
+		memcpy(host, s, n);
+		host[n] = 0;
+	}
+	*port = (int)p;
+	return 0;
+}
+
+static int ledger_cmd(const char *cmd, const char *arg, const char *arg2, const lopts_t *o, const wallet_t *w)
+{
+	if (!strcmp(cmd, "audit"))
+		return audit_cmd(o);
 	err_msg_t e = { "" };
 	amount_t amount = 0;
-	if (strcmp(cmd, "balance") && amount_parse(amount_s, &amount, &e) != 0) {
+	uint8_t key[32], to[WALLET_PUBLEN];
+	memcpy(to, wallet_pub(w), WALLET_PUBLEN);
+	if (o->to && wallet_addr_parse(o->to, to, &e) != 0) {
+		fprintf(stderr, "colony: wallet: --to: %s\n", e.msg);
+		return CMD_EXIT_USAGE;
+	}
+	int is_amount = !strcmp(cmd, "deposit") || !strcmp(cmd, "withdraw") || !strcmp(cmd, "stake") ||
+		!strcmp(cmd, "unstake");
+	const char *amount_s = is_amount ? arg : !strcmp(cmd, "reserve") ? arg2 : NULL;
+	if (amount_s && amount_parse(amount_s, &amount, &e) != 0) {
 		fprintf(stderr, "colony: wallet: %s\n", e.msg);
 		return CMD_EXIT_USAGE;
 	}
+	if ((!strcmp(cmd, "reserve") && wallet_addr_parse(arg, key, &e) != 0) ||
+	    ((!strcmp(cmd, "close") || !strcmp(cmd, "channel")) && hex_arg("CHANNEL", arg, key, 32))) {
+		if (e.msg[0])
+			fprintf(stderr, "colony: wallet: PROVIDER: %s\n", e.msg);
+		return CMD_EXIT_USAGE;
+	}
+	if (!strcmp(cmd, "balance") && arg && wallet_addr_parse(arg, to, &e) != 0) {
+		fprintf(stderr, "colony: wallet: ADDR: %s\n", e.msg);
+		return CMD_EXIT_USAGE;
+	}
+
 	ledger_t *l = NULL;
-	if (ledger_open(db, NULL, &l, &e) != 0) {
-		fprintf(stderr, "colony: wallet: %s\n", e.msg);
-		return CMD_EXIT_ERROR;
+	settle_remote_t *sr = NULL;
+	settle_t s;
+	if (o->db) {
+		if (ledger_open(o->db, NULL, &l, &e) != 0) {
+			fprintf(stderr, "colony: wallet: %s\n", e.msg);
+			return CMD_EXIT_ERROR;
+		}
+		s = ledger_settle(l);
+	} else {
+		settle_remote_cfg_t rc;
+		settle_remote_cfg_default(&rc);
+		char host[256];
+		uint8_t lid[WALLET_PUBLEN];
+		if (split_hostport(o->peer, host, sizeof(host), &rc.port) != 0) {
+			fprintf(stderr, "colony: wallet: --ledger-peer expects HOST:PORT, got '%s'\n", o->peer);
+			return CMD_EXIT_USAGE;
+		}
+		if (o->peer_id) {
+			if (hex_arg("--ledger-id", o->peer_id, lid, sizeof(lid)))
+				return CMD_EXIT_USAGE;
+			rc.ledger_id = lid;
+		}
+		rc.host = host;
+		if (o->network)
+			rc.network = o->network;
+		rc.wallet = w;
+		if (o->timeout_ms)
+			rc.timeout_ms = o->timeout_ms;
+		if (settle_remote_new(&rc, &sr, &e) != 0) {
+			fprintf(stderr, "colony: wallet: %s\n", e.msg);
+			return CMD_EXIT_ERROR;
+		}
+		s = settle_remote_settle(sr);
 	}
+
+	int64_t now = (int64_t)time(NULL);
 	int rc = 0;
-	if (!strcmp(cmd, "deposit"))
-		rc = ledger_deposit(l, wallet_pub(w), amount, &e);
-	else if (!strcmp(cmd, "withdraw"))
-		rc = ledger_withdraw(l, wallet_pub(w), amount, &e);
 	settle_account_t a;
-	if (rc == 0)
-		rc = ledger_account(l, wallet_pub(w), &a, &e);
-	ledger_free(l);
-	if (rc) {
-		fprintf(stderr, "colony: wallet: %s\n", e.msg);
-		return CMD_EXIT_ERROR;
+	settle_channel_t ch;
+	if (!strcmp(cmd, "redeem")) {
+		rc = redeem_cmd(&s, arg);
+	} else if (!strcmp(cmd, "reserve")) {
+		settle_reserve_t r;
+		uint8_t id[MARKET_IDLEN];
+		char hex[2 * MARKET_IDLEN + 1];
+		memcpy(r.buyer, wallet_pub(w), WALLET_PUBLEN);
+		memcpy(r.provider, key, WALLET_PUBLEN);
+		r.budget = amount;
+		r.expiry = now + o->expiry_s;
+		randombytes_buf(r.nonce, sizeof(r.nonce));
+		rc = settle_reserve(&s, &r, now, id, &e);
+		if (rc == 0)
+			printf("%s\n", sodium_bin2hex(hex, sizeof(hex), id, sizeof(id)));
+	} else if (!strcmp(cmd, "close") || !strcmp(cmd, "channel")) {
+		if (!strcmp(cmd, "close"))
+			rc = settle_close(&s, key, o->as && !strcmp(o->as, "provider") ? SETTLE_BY_PROVIDER : SETTLE_BY_BUYER,
+				now, &ch, &e);
+		else
+			rc = settle_channel(&s, key, &ch, &e);
+		if (rc == 0)
+			print_channel(&ch);
+	} else {
+		if (!strcmp(cmd, "deposit"))
+			rc = settle_deposit(&s, to, amount, &e);
+		else if (!strcmp(cmd, "withdraw"))
+			rc = settle_withdraw(&s, to, amount, &e);
+		else if (!strcmp(cmd, "stake"))
+			rc = settle_stake(&s, to, amount, &e);
+		else if (!strcmp(cmd, "unstake"))
+			rc = settle_unstake(&s, to, amount, &e);
+		if (rc == 0)
+			rc = settle_account(&s, to, &a, &e);
+		if (rc == 0)
+			print_account(&a);
 	}
-	char b1[AMOUNT_STRLEN], b2[AMOUNT_STRLEN], b3[AMOUNT_STRLEN];
-	printf("balance %s  stake %s  reserved %s\n", amount_format(a.balance, b1), amount_format(a.stake, b2),
-		amount_format(a.reserved, b3));
-	return 0;
+	if (rc && rc != CMD_EXIT_ERROR && rc != CMD_EXIT_BADFILE) {
+		fprintf(stderr, "colony: wallet: %s\n", e.msg);
+		rc = CMD_EXIT_ERROR;
+	}
+	if (rc == 0 && o->resend) {
+		if (!sr) {
+			fprintf(stderr, "colony: wallet: --resend needs --ledger-peer\n");
+			rc = CMD_EXIT_USAGE;
+		} else if (settle_remote_resend_last(sr, &e) == 0) {
+			fprintf(stderr, "colony: wallet: the resent request was accepted\n");
+			rc = CMD_EXIT_ERROR;
+		} else {
+			printf("resend refused: %s\n", e.msg);
+			rc = 4;   /* distinct, so a test tells "refused" from other failures */
+		}
+	}
+	settle_remote_free(sr);
+	ledger_free(l);
+	return rc;
+}
+
+/* Positional arguments of each command: min, max. -1: unknown command. */
+static int cmd_args(const char *cmd, int *max)
+{
+	static const struct { const char *name; int min, max; } t[] = {
+		{ "address", 0, 0 }, { "export", 1, 1 }, { "import", 1, 1 }, { "balance", 0, 1 },
+		{ "deposit", 1, 1 }, { "withdraw", 1, 1 }, { "stake", 1, 1 }, { "unstake", 1, 1 },
+		{ "reserve", 2, 2 }, { "redeem", 1, 1 }, { "close", 1, 1 }, { "channel", 1, 1 },
+		{ "voucher", 2, 2 }, { "audit", 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (!strcmp(cmd, t[i].name)) {
+			*max = t[i].max;
+			return t[i].min;
+		}
+	return -1;
 }
 
 int cmd_wallet(int argc, char **argv)
 {
-	const char *home = NULL, *pass_file = NULL, *db = NULL, *cmd = NULL, *arg = NULL;
-	int encrypt = 0, fast = 0;
+	const char *home = NULL, *pass_file = NULL, *cmd = NULL, *arg = NULL, *arg2 = NULL;
+	int encrypt = 0, fast = 0, npos = 0;
+	lopts_t lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.expiry_s = 86400;
+	lo.seq = 1;
+	lo.count = 1;
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
+		const char *a = argv[i], *v = NULL;
+		uint64_t u = 0;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
 			return 0;
-		} else if (!strcmp(a, "--home")) {
-			if (!(home = opt_arg(argc, argv, &i)))
-				return CMD_EXIT_USAGE;
-		} else if (!strcmp(a, "--passphrase-file")) {
-			if (!(pass_file = opt_arg(argc, argv, &i)))
-				return CMD_EXIT_USAGE;
-		} else if (!strcmp(a, "--ledger")) {
-			if (!(db = opt_arg(argc, argv, &i)))
-				return CMD_EXIT_USAGE;
 		} else if (!strcmp(a, "--encrypt")) {
 			encrypt = 1;
 		} else if (!strcmp(a, "--fast-kdf")) {
 			fast = 1;
+		} else if (!strcmp(a, "--resend")) {
+			lo.resend = 1;
 		} else if (a[0] == '-' && a[1]) {
-			fprintf(stderr, "colony: wallet: unknown option %s\n", a);
-			usage(stderr);
-			return CMD_EXIT_USAGE;
+			if (!(v = opt_arg(argc, argv, &i)))
+				return CMD_EXIT_USAGE;
+			if (!strcmp(a, "--home")) home = v;
+			else if (!strcmp(a, "--passphrase-file")) pass_file = v;
+			else if (!strcmp(a, "--ledger")) lo.db = v;
+			else if (!strcmp(a, "--ledger-peer")) lo.peer = v;
+			else if (!strcmp(a, "--ledger-id")) lo.peer_id = v;
+			else if (!strcmp(a, "--network")) lo.network = v;
+			else if (!strcmp(a, "--to")) lo.to = v;
+			else if (!strcmp(a, "--as")) {
+				if (strcmp(v, "buyer") && strcmp(v, "provider")) {
+					fprintf(stderr, "colony: wallet: --as expects buyer or provider\n");
+					return CMD_EXIT_USAGE;
+				}
+				lo.as = v;
+			} else if (!strcmp(a, "--expiry") || !strcmp(a, "--seq") || !strcmp(a, "--count") ||
+				   !strcmp(a, "--timeout-ms")) {
+				if (opt_u64(a, v, &u))
+					return CMD_EXIT_USAGE;
+				if (!strcmp(a, "--expiry") && u >= 1 && u <= (1u << 30)) lo.expiry_s = (int64_t)u;
+				else if (!strcmp(a, "--seq") && u >= 1 && u < (1ull << 62)) lo.seq = u;
+				else if (!strcmp(a, "--count") && u >= 1 && u <= 1000000) lo.count = u;
+				else if (!strcmp(a, "--timeout-ms") && u >= 1 && u <= 3600000) lo.timeout_ms = (int)u;
+				else {
+					fprintf(stderr, "colony: wallet: %s %s is out of range\n", a, v);
+					return CMD_EXIT_USAGE;
+				}
+			} else {
+				fprintf(stderr, "colony: wallet: unknown option %s\n", a);
+				usage(stderr);
+				return CMD_EXIT_USAGE;
+			}
 		} else if (!cmd) {
 			cmd = a;
-		} else if (!arg) {
+		} else if (npos == 0) {
 			arg = a;
+			npos++;
+		} else if (npos == 1) {
+			arg2 = a;
+			npos++;
 		} else {
 			fprintf(stderr, "colony: wallet: unexpected argument %s\n", a);
 			return CMD_EXIT_USAGE;
 		}
 	}
-	int needs_arg = cmd && (!strcmp(cmd, "export") || !strcmp(cmd, "import") || !strcmp(cmd, "deposit") ||
-		!strcmp(cmd, "withdraw"));
-	int known = cmd && (needs_arg || !strcmp(cmd, "address") || !strcmp(cmd, "balance"));
-	if (!known || (needs_arg && !arg) || (!needs_arg && arg)) {
+	int maxargs = 0, minargs = cmd ? cmd_args(cmd, &maxargs) : -1;
+	if (minargs < 0 || npos < minargs || npos > maxargs) {
 		usage(stderr);
 		return CMD_EXIT_USAGE;
 	}
-	int ledger_op = !strcmp(cmd, "balance") || !strcmp(cmd, "deposit") || !strcmp(cmd, "withdraw");
-	if (ledger_op && !db) {
-		fprintf(stderr, "colony: wallet %s needs --ledger DB (the ledger service is not reachable yet)\n", cmd);
+	int local = !strcmp(cmd, "address") || !strcmp(cmd, "export") || !strcmp(cmd, "import") ||
+		!strcmp(cmd, "voucher");
+	if (!local && !lo.db && !lo.peer) {
+		fprintf(stderr, "colony: wallet %s needs --ledger DB (a local file) or --ledger-peer HOST:PORT "
+			"(a ledger node)\n", cmd);
+		return CMD_EXIT_USAGE;
+	}
+	if (lo.db && lo.peer) {
+		fprintf(stderr, "colony: wallet: --ledger and --ledger-peer exclude each other\n");
 		return CMD_EXIT_USAGE;
 	}
 	if (sodium_init() < 0) {   /* sodium_malloc below needs it */
@@ -185,8 +510,10 @@ int cmd_wallet(int argc, char **argv)
 			}
 		}
 		sodium_free(pass);
+	} else if (!strcmp(cmd, "voucher")) {
+		rc = voucher_cmd(arg, arg2, &lo, w);
 	} else {
-		rc = ledger_cmd(cmd, arg, db, w);
+		rc = ledger_cmd(cmd, arg, arg2, &lo, w);
 	}
 	wallet_free(w);
 	return rc;

@@ -7,9 +7,12 @@
 
 #include <sodium.h>
 
+#include "model/unicode.h"
+
 #define DOMAIN_LEN 16  /* strlen(ANN_SIG_DOMAIN) */
 _Static_assert(sizeof(ANN_SIG_DOMAIN) - 1 == DOMAIN_LEN, "domain length");
-_Static_assert(ANN_MAX_SIZE == 370, "documented maximum size");
+_Static_assert(ANN_MAX_SHARD_SIZE == 370 && ANN_MAX_SKILL_SIZE == 587 && ANN_MAX_INDEX_SIZE == 417 &&
+	ANN_MAX_SIZE >= ANN_MAX_INDEX_SIZE, "documented maximum sizes");
 _Static_assert(ANN_SIGLEN == crypto_sign_BYTES && ANN_IDLEN == crypto_sign_PUBLICKEYBYTES &&
 	ANN_SKLEN == crypto_sign_SECRETKEYBYTES, "libsodium ed25519 sizes");
 
@@ -108,21 +111,101 @@ static int addr_check(const ann_addr_t *a, int i, err_msg_t *e)
 	return err_set(e, ERR_FORMAT, "address %d: family %u (want 4 or 6)", i, a->family);
 }
 
+int ann_skill_name_check(const char *name, err_msg_t *e)
+{
+	size_t n = strnlen(name, ANN_MAX_SKILL_NAME + 1);
+	if (n == 0 || n > ANN_MAX_SKILL_NAME)
+		return err_set(e, ERR_RANGE, "skill name of %zu bytes (want 1..%d)", n, ANN_MAX_SKILL_NAME);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return err_set(e, ERR_FORMAT, "skill name byte %zu is 0x%02x (want [a-z0-9._-], first [a-z0-9])", i, c);
+	}
+	return 0;
+}
+
+static void scope_hash(const char *prefix, const char *name, uint8_t id[ANN_MODELLEN])
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, NULL, 0, ANN_MODELLEN);
+	crypto_generichash_update(&st, (const uint8_t *)prefix, strlen(prefix));
+	if (name)
+		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+	crypto_generichash_final(&st, id, ANN_MODELLEN);
+}
+
+void ann_skill_id(const char *name, uint8_t id[ANN_MODELLEN]) { scope_hash(ANN_SKILL_PREFIX, name, id); }
+void ann_skill_index_id(uint8_t id[ANN_MODELLEN]) { scope_hash(ANN_SKILL_INDEX_STR, NULL, id); }
+
+/* Strict UTF-8 without control characters (C0, DEL; tab and newline neither:
+ * a description is one line). */
+static int text_check(const char *s, size_t n, const char *what, err_msg_t *e)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			return err_set(e, ERR_FORMAT, "%s byte %zu is control character 0x%02x", what, i, c);
+		int k = unicode_valid_prefix((const uint8_t *)s + i, n - i);
+		if (k <= 0)
+			return err_set(e, ERR_FORMAT, "%s is not valid UTF-8 at byte %zu", what, i);
+		i += (size_t)k;
+	}
+	return 0;
+}
+
+static int skill_check(const ann_t *a, err_msg_t *e)
+{
+	int rc = ann_skill_name_check(a->skill_name, e);
+	if (rc)
+		return rc;
+	uint8_t id[ANN_MODELLEN];
+	ann_skill_id(a->skill_name, id);
+	if (memcmp(id, a->model_id, ANN_MODELLEN) != 0)
+		return err_set(e, ERR_FORMAT, "scope id is not BLAKE2b-256(\"" ANN_SKILL_PREFIX "%s\")", a->skill_name);
+	if (a->fee_call < 0 || a->price_out < 0)
+		return err_set(e, ERR_RANGE, "negative skill price (fee %lld, per 1M output %lld)",
+			(long long)a->fee_call, (long long)a->price_out);
+	size_t n = strnlen(a->skill_desc, sizeof(a->skill_desc));
+	if (n > ANN_MAX_SKILL_DESC)
+		return err_set(e, ERR_RANGE, "skill description longer than %d bytes", ANN_MAX_SKILL_DESC);
+	return text_check(a->skill_desc, n, "skill description", e);
+}
+
+static int index_check(const ann_t *a, err_msg_t *e)
+{
+	uint8_t id[ANN_MODELLEN];
+	ann_skill_index_id(id);
+	if (memcmp(id, a->model_id, ANN_MODELLEN) != 0)
+		return err_set(e, ERR_FORMAT, "skill index record outside the index scope");
+	if (a->n_skills == 0 || a->n_skills > ANN_MAX_SKILLS)
+		return err_set(e, ERR_RANGE, "%u skill names (want 1..%d)", a->n_skills, ANN_MAX_SKILLS);
+	for (int i = 0; i < a->n_skills; i++) {
+		int rc = ann_skill_name_check(a->skills[i], e);
+		if (rc)
+			return rc;
+		for (int j = 0; j < i; j++)
+			if (!strcmp(a->skills[i], a->skills[j]))
+				return err_set(e, ERR_FORMAT, "skill name %d repeats name %d", i, j);
+	}
+	return 0;
+}
+
 int ann_check(const ann_t *a, err_msg_t *e)
 {
 	if (a->timestamp_ms == 0)
 		return err_set(e, ERR_RANGE, "timestamp 0");
 	if (a->seq == 0)
 		return err_set(e, ERR_RANGE, "sequence 0");
-	if (a->kind == ANN_SKILL)
-		return err_set(e, ERR_UNSUPPORTED, "skill records (kind 3) are not supported yet");
 	if (a->kind == ANN_TOMBSTONE)
 		return 0;
-	if (a->kind != ANN_SHARD)
+	if (a->kind == ANN_SKILL_INDEX)
+		return index_check(a, e);
+	if (a->kind != ANN_SHARD && a->kind != ANN_SKILL)
 		return err_set(e, ERR_UNSUPPORTED, "unknown record kind %u", a->kind);
-	if (a->layer_a >= a->layer_b)
+	if (a->kind == ANN_SHARD && a->layer_a >= a->layer_b)
 		return err_set(e, ERR_RANGE, "layer span [%u,%u) is empty", a->layer_a, a->layer_b);
-	if (a->layer_b > ANN_MAX_LAYER)
+	if (a->kind == ANN_SHARD && a->layer_b > ANN_MAX_LAYER)
 		return err_set(e, ERR_RANGE, "layer %u beyond %u", a->layer_b, ANN_MAX_LAYER);
 	if (a->n_addrs == 0 || a->n_addrs > ANN_MAX_ADDRS)
 		return err_set(e, ERR_RANGE, "%u addresses (want 1..%d)", a->n_addrs, ANN_MAX_ADDRS);
@@ -135,6 +218,8 @@ int ann_check(const ann_t *a, err_msg_t *e)
 			    memcmp(a->addrs[j].ip, a->addrs[i].ip, 16) == 0)
 				return err_set(e, ERR_FORMAT, "address %d repeats address %d", i, j);
 	}
+	if (a->kind == ANN_SKILL)
+		return skill_check(a, e);
 	size_t n = strnlen(a->sw_version, sizeof(a->sw_version));
 	if (n > ANN_MAX_SWVER)
 		return err_set(e, ERR_RANGE, "software version longer than %d bytes", ANN_MAX_SWVER);
@@ -148,14 +233,44 @@ int ann_check(const ann_t *a, err_msg_t *e)
 
 /* ---- encode ------------------------------------------------------------- */
 
-static size_t body_size(const ann_t *a)
+static size_t addrs_size(const ann_t *a)
 {
-	if (a->kind != ANN_SHARD)
-		return 0;
-	size_t n = 33 + 1 + strlen(a->sw_version);
+	size_t n = 1;
 	for (int i = 0; i < a->n_addrs; i++)
 		n += a->addrs[i].family == 4 ? 7 : 19;
 	return n;
+}
+
+static size_t body_size(const ann_t *a)
+{
+	if (a->kind == ANN_SHARD)
+		return 32 + addrs_size(a) + 1 + strlen(a->sw_version);
+	if (a->kind == ANN_SKILL)
+		return 32 + 16 + addrs_size(a) + 1 + strlen(a->skill_name) + 1 + strlen(a->skill_desc);
+	if (a->kind == ANN_SKILL_INDEX) {
+		size_t n = 1;
+		for (int i = 0; i < a->n_skills; i++)
+			n += 1 + strlen(a->skills[i]);
+		return n;
+	}
+	return 0;
+}
+
+static void put_addrs(wr_t *w, const ann_t *a)
+{
+	put_u8(w, a->n_addrs);
+	for (int i = 0; i < a->n_addrs; i++) {
+		put_u8(w, a->addrs[i].family);
+		put_bytes(w, a->addrs[i].ip, a->addrs[i].family == 4 ? 4 : 16);
+		put_u16(w, a->addrs[i].port);
+	}
+}
+
+static void put_str8(wr_t *w, const char *s)
+{
+	size_t l = strlen(s);
+	put_u8(w, (uint8_t)l);
+	put_bytes(w, s, l);
 }
 
 /* The signed message: domain || network || record[0..n). */
@@ -205,15 +320,19 @@ int ann_encode_with(const ann_t *a, uint32_t network, ann_sign_cb sign, void *si
 		put_u32(&w, a->throughput_milli);
 		put_u32(&w, a->free_sessions);
 		put_u64(&w, a->free_kv_bytes);
-		put_u8(&w, a->n_addrs);
-		for (int i = 0; i < a->n_addrs; i++) {
-			put_u8(&w, a->addrs[i].family);
-			put_bytes(&w, a->addrs[i].ip, a->addrs[i].family == 4 ? 4 : 16);
-			put_u16(&w, a->addrs[i].port);
-		}
-		size_t sl = strlen(a->sw_version);
-		put_u8(&w, (uint8_t)sl);
-		put_bytes(&w, a->sw_version, sl);
+		put_addrs(&w, a);
+		put_str8(&w, a->sw_version);
+	} else if (a->kind == ANN_SKILL) {
+		put_bytes(&w, a->skill_model, ANN_MODELLEN);
+		put_u64(&w, (uint64_t)a->fee_call);
+		put_u64(&w, (uint64_t)a->price_out);
+		put_addrs(&w, a);
+		put_str8(&w, a->skill_name);
+		put_str8(&w, a->skill_desc);
+	} else if (a->kind == ANN_SKILL_INDEX) {
+		put_u8(&w, a->n_skills);
+		for (int i = 0; i < a->n_skills; i++)
+			put_str8(&w, a->skills[i]);
 	}
 	size_t signed_len = w.n - 4;   /* record bytes, without the network prefix */
 	uint8_t sig[ANN_SIGLEN];
@@ -245,6 +364,38 @@ int ann_encode(const ann_t *a, uint32_t network, const uint8_t sk[ANN_SKLEN],
 
 /* ---- decode ------------------------------------------------------------- */
 
+/* The address list (count, then each address); an error code (the reader's
+ * sticky one is left to the caller) or 0. */
+static int get_addrs(rd_t *r, ann_t *out)
+{
+	out->n_addrs = get_u8(r, "address count");
+	if (!r->rc && (out->n_addrs == 0 || out->n_addrs > ANN_MAX_ADDRS))
+		return err_set(r->e, ERR_RANGE, "%d addresses at offset %zu (want 1..%d)", out->n_addrs, r->off - 1,
+			ANN_MAX_ADDRS);
+	for (int i = 0; !r->rc && i < out->n_addrs; i++) {
+		ann_addr_t *a = &out->addrs[i];
+		a->family = get_u8(r, "address family");
+		if (!r->rc && a->family != 4 && a->family != 6)
+			return err_set(r->e, ERR_FORMAT, "address %d: family %u at offset %zu (want 4 or 6)", i, a->family,
+				r->off - 1);
+		get_bytes(r, a->ip, a->family == 4 ? 4 : 16, "address");
+		a->port = get_u16(r, "port");
+	}
+	return 0;
+}
+
+/* A u8 length then that many bytes (at most max, no NUL) into dst[max + 1]. */
+static int get_str8(rd_t *r, char *dst, size_t max, const char *what)
+{
+	uint8_t sl = get_u8(r, what);
+	if (!r->rc && sl > max)
+		return err_set(r->e, ERR_RANGE, "%s of %u bytes at offset %zu (at most %zu)", what, sl, r->off - 1, max);
+	get_bytes(r, dst, sl, what);
+	if (!r->rc && memchr(dst, 0, sl))
+		return err_set(r->e, ERR_FORMAT, "NUL byte inside the %s", what);
+	return 0;
+}
+
 int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *e)
 {
 	memset(out, 0, sizeof(*out));
@@ -258,7 +409,8 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 	if (!r.rc && ver != ANN_VERSION)
 		return err_set(e, ver > ANN_VERSION ? ERR_UNSUPPORTED : ERR_FORMAT, "record version %u (this build reads %d)", ver, ANN_VERSION);
 	out->kind = get_u8(&r, "kind");
-	if (!r.rc && out->kind != ANN_SHARD && out->kind != ANN_TOMBSTONE) {
+	if (!r.rc && out->kind != ANN_SHARD && out->kind != ANN_TOMBSTONE && out->kind != ANN_SKILL &&
+	    out->kind != ANN_SKILL_INDEX) {
 		int rc = err_set(e, ERR_UNSUPPORTED, "record kind %u not supported", out->kind);
 		memset(out, 0, sizeof(*out));
 		return rc;
@@ -272,6 +424,7 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 	out->timestamp_ms = get_u64(&r, "timestamp");
 	out->seq = get_u64(&r, "sequence");
 	get_bytes(&r, out->model_id, ANN_MODELLEN, "model id");
+	int rc = 0;
 	if (out->kind == ANN_SHARD) {
 		out->layer_a = get_u32(&r, "layer a");
 		out->layer_b = get_u32(&r, "layer b");
@@ -279,32 +432,29 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 		out->throughput_milli = get_u32(&r, "throughput");
 		out->free_sessions = get_u32(&r, "free sessions");
 		out->free_kv_bytes = get_u64(&r, "free KV bytes");
-		out->n_addrs = get_u8(&r, "address count");
-		if (!r.rc && (out->n_addrs == 0 || out->n_addrs > ANN_MAX_ADDRS)) {
-			int n = out->n_addrs;
-			memset(out, 0, sizeof(*out));
-			return err_set(e, ERR_RANGE, "%d addresses at offset %zu (want 1..%d)", n, r.off - 1, ANN_MAX_ADDRS);
-		}
-		for (int i = 0; !r.rc && i < out->n_addrs; i++) {
-			ann_addr_t *a = &out->addrs[i];
-			a->family = get_u8(&r, "address family");
-			if (!r.rc && a->family != 4 && a->family != 6) {
-				memset(out, 0, sizeof(*out));
-				return err_set(e, ERR_FORMAT, "address %d: family %u at offset %zu (want 4 or 6)", i, a->family, r.off - 1);
-			}
-			get_bytes(&r, a->ip, a->family == 4 ? 4 : 16, "address");
-			a->port = get_u16(&r, "port");
-		}
-		uint8_t sl = get_u8(&r, "version length");
-		if (!r.rc && sl > ANN_MAX_SWVER) {
-			memset(out, 0, sizeof(*out));
-			return err_set(e, ERR_RANGE, "software version of %u bytes at offset %zu (at most %d)", sl, r.off - 1, ANN_MAX_SWVER);
-		}
-		get_bytes(&r, out->sw_version, sl, "software version");
-		if (!r.rc && memchr(out->sw_version, 0, sl)) {
-			memset(out, 0, sizeof(*out));
-			return err_set(e, ERR_FORMAT, "NUL byte inside the software version");
-		}
+		rc = get_addrs(&r, out);
+		if (!rc)
+			rc = get_str8(&r, out->sw_version, ANN_MAX_SWVER, "software version");
+	} else if (out->kind == ANN_SKILL) {
+		get_bytes(&r, out->skill_model, ANN_MODELLEN, "skill model id");
+		out->fee_call = (int64_t)get_u64(&r, "fee per call");
+		out->price_out = (int64_t)get_u64(&r, "price per 1M output tokens");
+		rc = get_addrs(&r, out);
+		if (!rc)
+			rc = get_str8(&r, out->skill_name, ANN_MAX_SKILL_NAME, "skill name");
+		if (!rc)
+			rc = get_str8(&r, out->skill_desc, ANN_MAX_SKILL_DESC, "skill description");
+	} else if (out->kind == ANN_SKILL_INDEX) {
+		out->n_skills = get_u8(&r, "skill count");
+		if (!r.rc && (out->n_skills == 0 || out->n_skills > ANN_MAX_SKILLS))
+			rc = err_set(e, ERR_RANGE, "%u skill names at offset %zu (want 1..%d)", out->n_skills, r.off - 1,
+				ANN_MAX_SKILLS);
+		for (int i = 0; !rc && !r.rc && i < out->n_skills; i++)
+			rc = get_str8(&r, out->skills[i], ANN_MAX_SKILL_NAME, "skill name");
+	}
+	if (rc) {
+		memset(out, 0, sizeof(*out));
+		return rc;
 	}
 	take(&r, ANN_SIGLEN, "signature");
 	if (r.rc) {
@@ -315,7 +465,7 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 		memset(out, 0, sizeof(*out));
 		return err_set(e, ERR_FORMAT, "%zu trailing bytes after the signature (offset %zu)", len - r.off, r.off);
 	}
-	int rc = ann_check(out, e);
+	rc = ann_check(out, e);
 	if (rc)
 		memset(out, 0, sizeof(*out));
 	return rc;

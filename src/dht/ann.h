@@ -42,10 +42,27 @@
 #define ANN_MAX_SWVER 32         /* software version string, bytes */
 #define ANN_MAX_LAYER 65536      /* layer_b bound: more layers than any model has */
 
+#define ANN_MAX_SKILL_NAME 32     /* skill name bytes: [a-z0-9._-], starting with [a-z0-9] */
+#define ANN_MAX_SKILL_DESC 200    /* skill description bytes: UTF-8, no control characters */
+#define ANN_MAX_SKILLS 8          /* names in one skill index record */
+
 /* Sizes: the common head (88 bytes), then per kind a body, then the signature. */
 #define ANN_HEAD_SIZE 88
 #define ANN_MIN_SIZE (ANN_HEAD_SIZE + ANN_SIGLEN)                  /* a tombstone: 152 */
-#define ANN_MAX_SIZE (ANN_HEAD_SIZE + 33 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SWVER + ANN_SIGLEN)  /* 370 */
+#define ANN_MAX_SHARD_SIZE (ANN_HEAD_SIZE + 33 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SWVER + ANN_SIGLEN)  /* 370 */
+#define ANN_MAX_SKILL_SIZE (ANN_HEAD_SIZE + 32 + 16 + 1 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SKILL_NAME + \
+	1 + ANN_MAX_SKILL_DESC + ANN_SIGLEN)                                                      /* 587 */
+#define ANN_MAX_INDEX_SIZE (ANN_HEAD_SIZE + 1 + ANN_MAX_SKILLS * (1 + ANN_MAX_SKILL_NAME) + ANN_SIGLEN) /* 417 */
+#define ANN_MAX_SIZE ANN_MAX_SKILL_SIZE                            /* the largest kind: 587 */
+
+/* Scope ids of the skill records (the head's model_id field of kinds 3 and 4,
+ * and so the DHT key they live under, see dht.h):
+ *   a skill:      BLAKE2b-256("colony-skill:" NAME)
+ *   the index:    BLAKE2b-256("colony-skill-index")
+ * A decoder recomputes them, so a skill record cannot be copied under another
+ * skill's key, nor an index record anywhere but the index key. */
+#define ANN_SKILL_PREFIX "colony-skill:"
+#define ANN_SKILL_INDEX_STR "colony-skill-index"
 
 /* The signature covers ANN_SIG_DOMAIN (16 bytes, no NUL), the network id as
  * u32 little-endian, then the record up to the signature. */
@@ -54,7 +71,8 @@
 enum ann_kind {
 	ANN_SHARD = 1,      /* "I serve layers [a,b) of this model" */
 	ANN_TOMBSTONE = 2,  /* "forget my earlier records for this model" */
-	ANN_SKILL = 3,      /* reserved for skill records: refused (ERR_UNSUPPORTED) today */
+	ANN_SKILL = 3,      /* "I offer skill NAME on model M at this price, through this gateway" */
+	ANN_SKILL_INDEX = 4,/* "I offer these skills" (under the well-known index key) */
 };
 
 /* A reachable transport address (TCP). */
@@ -65,7 +83,9 @@ typedef struct ann_addr {
 } ann_addr_t;
 
 /* A decoded record. For a tombstone only the head fields (kind, node_id,
- * timestamp_ms, seq, model_id) are meaningful; the rest is zero. */
+ * timestamp_ms, seq, model_id) are meaningful; the rest is zero. For the
+ * skill kinds the head's model_id is the scope id (above), and the model the
+ * skill runs on is skill_model. */
 typedef struct ann {
 	uint8_t kind;                    /* enum ann_kind */
 	uint8_t node_id[ANN_IDLEN];
@@ -81,6 +101,15 @@ typedef struct ann {
 	uint8_t n_addrs;                 /* 1..ANN_MAX_ADDRS */
 	ann_addr_t addrs[ANN_MAX_ADDRS];
 	char sw_version[ANN_MAX_SWVER + 1];  /* printable ASCII, NUL-terminated */
+	/* ANN_SKILL only (n_addrs/addrs: the offering gateway's HTTP address): */
+	uint8_t skill_model[ANN_MODELLEN];   /* model id the skill runs on */
+	int64_t fee_call;                    /* micro-units per call, >= 0 */
+	int64_t price_out;                   /* micro-units per 1M output tokens, >= 0 */
+	char skill_name[ANN_MAX_SKILL_NAME + 1];
+	char skill_desc[ANN_MAX_SKILL_DESC + 1];
+	/* ANN_SKILL_INDEX only: */
+	uint8_t n_skills;                    /* 1..ANN_MAX_SKILLS, distinct valid names */
+	char skills[ANN_MAX_SKILLS][ANN_MAX_SKILL_NAME + 1];
 } ann_t;
 
 /* Produces sig = ed25519 signature of msg[0..len) by the record's node id.
@@ -118,6 +147,13 @@ int ann_decode(const uint8_t *buf, size_t len, uint32_t network, ann_t *out, err
  * message when stale or from the future. */
 int ann_check_time(const ann_t *a, uint64_t now_ms, uint64_t stale_ms, uint64_t skew_ms,
 	err_msg_t *e) WUR;
+
+/* A skill name's rules (1..ANN_MAX_SKILL_NAME bytes of [a-z0-9._-], the first
+ * one [a-z0-9]): ERR_FORMAT or ERR_RANGE with a message. */
+int ann_skill_name_check(const char *name, err_msg_t *e) WUR;
+/* The scope ids above (name must pass ann_skill_name_check). */
+void ann_skill_id(const char *name, uint8_t id[ANN_MODELLEN]);
+void ann_skill_index_id(uint8_t id[ANN_MODELLEN]);
 
 /* Fills addr from a sockaddr-style (family 4/6, ip, port) triple. */
 void ann_addr_set(ann_addr_t *addr, int family, const void *ip, uint16_t port);
@@ -161,7 +197,9 @@ void ann_store_free(ann_store_t *s);
 int ann_store_add(ann_store_t *s, const uint8_t *buf, size_t len, uint64_t now_ms,
 	err_msg_t *e) WUR;
 
-/* The fresh shard records at now_ms (tombstoned and stale nodes left out),
+/* The fresh records at now_ms (tombstoned and stale nodes left out; shard
+ * records under a model's key, skill records under a skill's key: the
+ * decoder's scope checks keep the kinds apart),
  * ordered by node id (bytewise), written to out[0..min(cap, count)).
  * Returns count, which may exceed cap. out may be NULL when cap is 0. */
 size_t ann_store_collect(const ann_store_t *s, uint64_t now_ms, ann_t *out, size_t cap);

@@ -163,7 +163,7 @@ size_t ann_store_collect(const ann_store_t *s, uint64_t now_ms, ann_t *out, size
 	size_t k = 0;
 	for (size_t i = 0; i < s->n; i++) {
 		const ann_t *a = &s->e[i];
-		if (a->kind != ANN_SHARD)
+		if (a->kind == ANN_TOMBSTONE)
 			continue;
 		if (ann_check_time(a, now_ms, s->cfg.stale_ms, s->cfg.skew_ms, NULL) != 0)
 			continue;

@@ -9,7 +9,9 @@
  * Keys. A model's records live under
  *     BLAKE2b-256("colony/<network as 8 lowercase hex>/model/<model id as 64 lowercase hex>")
  * truncated to its first DHT_KEY_LEN (20) bytes, OpenDHT's InfoHash size
- * (dht_model_key). Skill records will use ".../skill/<name>".
+ * (dht_model_key). Skill records (ann.h) use the same derivation with their
+ * scope id in place of the model id (BLAKE2b-256("colony-skill:" NAME), or
+ * the index's), so everything below that takes a model id works for them.
  *
  * Refresh. A record lives 10 minutes in OpenDHT and cannot be edited or
  * deleted, so a node re-signs each announcement every refresh_ms with a new
@@ -119,7 +121,8 @@ int dht_node_bootstrap(dht_node_t *n, const char *host_port, err_msg_t *e) WUR;
 /* The key of a model's records (see above). */
 void dht_model_key(uint32_t network, const uint8_t model_id[ANN_MODELLEN], uint8_t key[DHT_KEY_LEN]);
 
-/* Announces *rec (kind ANN_SHARD; its model_id, span, price, throughput,
+/* Announces *rec (kind ANN_SHARD, or ANN_SKILL / ANN_SKILL_INDEX keyed by
+ * their scope id in model_id; for a shard its model_id, span, price, throughput,
  * capacity, addresses and version; node_id, timestamp and seq are set here)
  * under its model's key now, and again every refresh_ms until withdrawn or
  * shut down. Announcing a model already announced replaces its fields (e.g.

@@ -54,6 +54,13 @@ static const char schema_sql[] =
 	" amount INTEGER NOT NULL CHECK (amount >= 0),"
 	" at INTEGER NOT NULL) WITHOUT ROWID;";
 
+/* The ledger service's replay guard (ledger_nonce_take): a table added to
+ * version 1 later, so it is created on every open and older files gain it. */
+static const char nonces_sql[] =
+	"CREATE TABLE IF NOT EXISTS nonces("
+	" wallet BLOB PRIMARY KEY CHECK (length(wallet) = 32),"
+	" last INTEGER NOT NULL CHECK (last > 0)) WITHOUT ROWID;";
+
 enum {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_ACC_GET, S_ACC_PUT, S_TOT_GET, S_TOT_SET,
@@ -336,6 +343,8 @@ int ledger_open(const char *path, const ledger_opts_t *opts, ledger_t **out, err
 			rc = exec_sql(l, rc == 0 ? "COMMIT" : "ROLLBACK", rc == 0 ? e : NULL) ? ERR_IO : rc;
 		}
 	}
+	if (rc == 0)
+		rc = exec_sql(l, nonces_sql, e);
 	for (int i = 0; rc == 0 && i < S_COUNT; i++)
 		if (sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->st[i], NULL) != SQLITE_OK)
 			rc = err_set(e, ERR_FORMAT, "ledger: %s is not a colony ledger: %s", path, sqlite3_errmsg(l->db));
@@ -747,6 +756,49 @@ int ledger_channel(ledger_t *l, const uint8_t id[MARKET_IDLEN], settle_channel_t
 {
 	int rc;
 	LOCKED(l, rc = chan_get(l, id, out, e));
+	return rc;
+}
+
+/* ---- replay guard of the ledger service ---- */
+
+static int do_nonce(ledger_t *l, const uint8_t *wallet, int64_t nonce, err_msg_t *e)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = 0;
+	if (sqlite3_prepare_v2(l->db, "SELECT last FROM nonces WHERE wallet = ?1", -1, &s, NULL) != SQLITE_OK)
+		return db_err(l, SQLITE_ERROR, e, "nonce lookup");
+	bind_key(s, 1, wallet);
+	int st = sqlite3_step(s);
+	if (st == SQLITE_ROW && sqlite3_column_int64(s, 0) >= nonce)
+		rc = err_set(e, ERR_INVAL, "replayed or stale request: nonce %lld is not above the last accepted (%lld)",
+			(long long)nonce, (long long)sqlite3_column_int64(s, 0));
+	else if (st != SQLITE_ROW && st != SQLITE_DONE)
+		rc = db_err(l, st, e, "nonce lookup");
+	sqlite3_finalize(s);
+	if (rc)
+		return rc;
+	if (sqlite3_prepare_v2(l->db, "INSERT INTO nonces(wallet, last) VALUES (?1, ?2) "
+			"ON CONFLICT(wallet) DO UPDATE SET last = ?2", -1, &s, NULL) != SQLITE_OK)
+		return db_err(l, SQLITE_ERROR, e, "nonce update");
+	bind_key(s, 1, wallet);
+	sqlite3_bind_int64(s, 2, nonce);
+	st = sqlite3_step(s);
+	if (st != SQLITE_DONE)
+		rc = db_err(l, st, e, "nonce update");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int ledger_nonce_take(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce, err_msg_t *e)
+{
+	if (nonce == 0 || nonce > (uint64_t)INT64_MAX)
+		return err_set(e, ERR_RANGE, "request nonce %llu is outside 1..2^63-1", (unsigned long long)nonce);
+	int rc;
+	LOCKED(l, {
+		rc = tx_begin(l, e);
+		if (rc == 0)
+			rc = tx_end(l, do_nonce(l, wallet, (int64_t)nonce, e), e);
+	});
 	return rc;
 }
 

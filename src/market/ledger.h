@@ -63,6 +63,13 @@ int ledger_slash(ledger_t *l, const uint8_t provider[WALLET_PUBLEN], amount_t am
 int ledger_account(ledger_t *l, const uint8_t addr[WALLET_PUBLEN], settle_account_t *out, err_msg_t *e) WUR;
 int ledger_channel(ledger_t *l, const uint8_t id[MARKET_IDLEN], settle_channel_t *out, err_msg_t *e) WUR;
 
+/* The ledger service's replay guard: accepts nonce (1..2^63-1) for wallet
+ * only if it is above the last one accepted for that wallet, and records
+ * it durably (its own transaction, committed before the request runs, so a
+ * request executes at most once). ERR_INVAL "replayed or stale request"
+ * otherwise. */
+int ledger_nonce_take(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce, err_msg_t *e) WUR;
+
 typedef struct ledger_totals {
 	amount_t deposits, withdrawals;
 	amount_t balances, stakes, reserved;  /* sums over accounts and channels */

@@ -21,6 +21,8 @@ const char *wire_type_name(int type)
 	case WIRE_PROBE_REQ: return "PROBE_REQ";
 	case WIRE_PROBE_DATA: return "PROBE_DATA";
 	case WIRE_PROBE_ACK: return "PROBE_ACK";
+	case WIRE_LEDGER_REQ: return "LEDGER_REQ";
+	case WIRE_LEDGER_RESP: return "LEDGER_RESP";
 	default: return "unknown";
 	}
 }
@@ -132,6 +134,72 @@ static int check_probe(const wire_probe_t *p, int type, err_msg_t *e)
 	return 0;
 }
 
+/* Bytes of each op's fields in a request and of its result in a response. */
+static size_t lreq_fields(int op)
+{
+	switch (op) {
+	case WIRE_LOP_DEPOSIT: case WIRE_LOP_WITHDRAW: case WIRE_LOP_STAKE: case WIRE_LOP_UNSTAKE:
+		return WIRE_KEYLEN + 8;
+	case WIRE_LOP_RESERVE: return WIRE_KEYLEN + 8 + 8 + WIRE_KEYLEN;
+	case WIRE_LOP_REDEEM: return WIRE_VOUCHER_LEN;
+	case WIRE_LOP_CLOSE: return WIRE_KEYLEN + 1;
+	case WIRE_LOP_SLASH: return WIRE_KEYLEN + 8 + 2 * WIRE_KEYLEN;
+	case WIRE_LOP_ACCOUNT: case WIRE_LOP_CHANNEL: return WIRE_KEYLEN;
+	default: return 0;
+	}
+}
+
+#define LCHAN_SIZE (3 * WIRE_KEYLEN + 5 * 8 + 8 + 1)
+#define LREQ_HDR (1 + 8 + 1 + 8 + WIRE_KEYLEN)
+
+static size_t lresp_fields(int op, int status)
+{
+	if (status)
+		return 0;
+	switch (op) {
+	case WIRE_LOP_DEPOSIT: case WIRE_LOP_WITHDRAW: case WIRE_LOP_STAKE: case WIRE_LOP_UNSTAKE:
+	case WIRE_LOP_ACCOUNT: return 24;
+	case WIRE_LOP_RESERVE: return WIRE_KEYLEN;
+	case WIRE_LOP_REDEEM: case WIRE_LOP_SLASH: return 8;
+	default: return LCHAN_SIZE;
+	}
+}
+
+size_t wire_ledger_req_body_size(int op)
+{
+	size_t f = lreq_fields(op);
+	return f ? LREQ_HDR + f : 0;
+}
+
+static int check_lreq(const wire_ledger_req_t *q, err_msg_t *e)
+{
+	if (q->op < 1 || q->op > WIRE_LOP_MAX)
+		return err_set(e, ERR_UNSUPPORTED, "LEDGER_REQ: unknown op %u", q->op);
+	if (q->amount < 0)
+		return err_set(e, ERR_RANGE, "LEDGER_REQ: amount %lld is negative", (long long)q->amount);
+	if (q->expiry < 0)
+		return err_set(e, ERR_RANGE, "LEDGER_REQ: expiry %lld is negative", (long long)q->expiry);
+	if (q->party > 1)
+		return err_set(e, ERR_FORMAT, "LEDGER_REQ: party %u is neither 0 (buyer) nor 1 (provider)", q->party);
+	return 0;
+}
+
+static int check_lresp(const wire_ledger_resp_t *p, err_msg_t *e)
+{
+	if (p->op < 1 || p->op > WIRE_LOP_MAX)
+		return err_set(e, ERR_UNSUPPORTED, "LEDGER_RESP: unknown op %u", p->op);
+	size_t n = strnlen(p->msg, WIRE_MAX_ERRMSG + 1);
+	if (n > WIRE_MAX_ERRMSG)
+		return err_set(e, ERR_RANGE, "LEDGER_RESP: text longer than %d bytes", WIRE_MAX_ERRMSG);
+	const wire_ledger_chan_t *c = &p->ch;
+	if (p->balance < 0 || p->stake < 0 || p->reserved < 0 || p->amount < 0 || c->budget < 0 ||
+	    c->redeemed < 0 || c->refunded < 0 || c->expiry < 0 || c->close_at < 0)
+		return err_set(e, ERR_RANGE, "LEDGER_RESP: a negative amount or time");
+	if (c->state > 2)
+		return err_set(e, ERR_FORMAT, "LEDGER_RESP: channel state %u is not 0, 1 or 2", c->state);
+	return 0;
+}
+
 static int check_msg(const wire_msg_t *m, err_msg_t *e)
 {
 	switch (m->type) {
@@ -148,6 +216,8 @@ static int check_msg(const wire_msg_t *m, err_msg_t *e)
 	case WIRE_PROBE_REQ:
 	case WIRE_PROBE_DATA:
 	case WIRE_PROBE_ACK: return check_probe(&m->u.probe, m->type, e);
+	case WIRE_LEDGER_REQ: return check_lreq(&m->u.lreq, e);
+	case WIRE_LEDGER_RESP: return check_lresp(&m->u.lresp, e);
 	default:
 		return err_set(e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}
@@ -173,6 +243,10 @@ static size_t size_unchecked(const wire_msg_t *m)
 	case WIRE_PROBE_REQ:
 	case WIRE_PROBE_ACK: return 1 + 8 + 4;
 	case WIRE_PROBE_DATA: return PROBE_DATA_HDR + m->u.probe.n_bytes;
+	case WIRE_LEDGER_REQ: return LREQ_HDR + lreq_fields(m->u.lreq.op) + WIRE_SIGLEN;
+	case WIRE_LEDGER_RESP:
+		return 1 + 8 + 1 + 2 + 2 + strnlen(m->u.lresp.msg, WIRE_MAX_ERRMSG) +
+			lresp_fields(m->u.lresp.op, m->u.lresp.status);
 	default: return 0;
 	}
 }
@@ -288,6 +362,70 @@ int wire_encode(const wire_msg_t *m, uint8_t *out, size_t cap, size_t *out_len, 
 		w_u32(&w, m->u.probe.n_bytes);
 		w_bytes(&w, m->u.probe.data, m->u.probe.n_bytes);
 		break;
+	case WIRE_LEDGER_REQ: {
+		const wire_ledger_req_t *q = &m->u.lreq;
+		w_u64(&w, q->req_id);
+		w_u8(&w, q->op);
+		w_u64(&w, q->nonce);
+		w_bytes(&w, q->wallet, WIRE_KEYLEN);
+		switch (q->op) {
+		case WIRE_LOP_REDEEM:
+			w_bytes(&w, q->voucher, WIRE_VOUCHER_LEN);
+			break;
+		case WIRE_LOP_CLOSE:
+			w_bytes(&w, q->addr, WIRE_KEYLEN);
+			w_u8(&w, q->party);
+			break;
+		case WIRE_LOP_ACCOUNT:
+		case WIRE_LOP_CHANNEL:
+			w_bytes(&w, q->addr, WIRE_KEYLEN);
+			break;
+		default:   /* DEPOSIT..UNSTAKE, RESERVE, SLASH: addr, amount, ... */
+			w_bytes(&w, q->addr, WIRE_KEYLEN);
+			w_u64(&w, (uint64_t)q->amount);
+			if (q->op == WIRE_LOP_RESERVE) {
+				w_u64(&w, (uint64_t)q->expiry);
+				w_bytes(&w, q->key2, WIRE_KEYLEN);
+			} else if (q->op == WIRE_LOP_SLASH) {
+				w_bytes(&w, q->key2, WIRE_KEYLEN);
+				w_bytes(&w, q->key3, WIRE_KEYLEN);
+			}
+		}
+		w_bytes(&w, q->sig, WIRE_SIGLEN);
+		break;
+	}
+	case WIRE_LEDGER_RESP: {
+		const wire_ledger_resp_t *p = &m->u.lresp;
+		size_t n = strlen(p->msg);
+		w_u64(&w, p->req_id);
+		w_u8(&w, p->op);
+		w_u16(&w, p->status);
+		w_u16(&w, (uint16_t)n);
+		w_bytes(&w, p->msg, n);
+		size_t f = lresp_fields(p->op, p->status);
+		if (f == 24) {
+			w_u64(&w, (uint64_t)p->balance);
+			w_u64(&w, (uint64_t)p->stake);
+			w_u64(&w, (uint64_t)p->reserved);
+		} else if (f == WIRE_KEYLEN) {
+			w_bytes(&w, p->ch.id, WIRE_KEYLEN);
+		} else if (f == 8) {
+			w_u64(&w, (uint64_t)p->amount);
+		} else if (f == LCHAN_SIZE) {
+			const wire_ledger_chan_t *c = &p->ch;
+			w_bytes(&w, c->id, WIRE_KEYLEN);
+			w_bytes(&w, c->buyer, WIRE_KEYLEN);
+			w_bytes(&w, c->provider, WIRE_KEYLEN);
+			w_u64(&w, (uint64_t)c->budget);
+			w_u64(&w, (uint64_t)c->redeemed);
+			w_u64(&w, (uint64_t)c->refunded);
+			w_u64(&w, (uint64_t)c->expiry);
+			w_u64(&w, (uint64_t)c->close_at);
+			w_u64(&w, c->last_seq);
+			w_u8(&w, c->state);
+		}
+		break;
+	}
 	}
 	*out_len = w.off;
 	return 0;
@@ -394,6 +532,97 @@ static int r_str(rd_t *r, const char *f, int lenbytes, size_t max, char *out)
 
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
+static int r_key(rd_t *r, const char *f, uint8_t out[WIRE_KEYLEN])
+{
+	const uint8_t *b = NULL;
+	TRY(r_bytes(r, f, WIRE_KEYLEN, &b));
+	memcpy(out, b, WIRE_KEYLEN);
+	return 0;
+}
+
+/* A signed 64-bit amount or time: refused if the top bit is set. */
+static int r_i64(rd_t *r, const char *f, int64_t *v)
+{
+	size_t at = r->off;
+	uint64_t u = 0;
+	TRY(r_u64(r, f, &u));
+	if (u > (uint64_t)INT64_MAX)
+		return err_set(r->e, ERR_RANGE, "%s: %s at offset %zu is above 2^63 - 1", r->msg, f, at);
+	*v = (int64_t)u;
+	return 0;
+}
+
+static int decode_lreq(rd_t *r, wire_ledger_req_t *q)
+{
+	const uint8_t *b = NULL;
+	TRY(r_u64(r, "req_id", &q->req_id));
+	TRY(r_u8(r, "op", &q->op));
+	if (q->op < 1 || q->op > WIRE_LOP_MAX)
+		return err_set(r->e, ERR_UNSUPPORTED, "LEDGER_REQ: unknown op %u at offset 9", q->op);
+	TRY(r_u64(r, "nonce", &q->nonce));
+	TRY(r_key(r, "wallet", q->wallet));
+	switch (q->op) {
+	case WIRE_LOP_REDEEM:
+		TRY(r_bytes(r, "voucher", WIRE_VOUCHER_LEN, &b));
+		memcpy(q->voucher, b, WIRE_VOUCHER_LEN);
+		break;
+	case WIRE_LOP_CLOSE:
+		TRY(r_key(r, "channel", q->addr));
+		TRY(r_u8(r, "party", &q->party));
+		break;
+	case WIRE_LOP_ACCOUNT:
+	case WIRE_LOP_CHANNEL:
+		TRY(r_key(r, "addr", q->addr));
+		break;
+	default:
+		TRY(r_key(r, "addr", q->addr));
+		TRY(r_i64(r, "amount", &q->amount));
+		if (q->op == WIRE_LOP_RESERVE) {
+			TRY(r_i64(r, "expiry", &q->expiry));
+			TRY(r_key(r, "reserve nonce", q->key2));
+		} else if (q->op == WIRE_LOP_SLASH) {
+			TRY(r_key(r, "evidence", q->key2));
+			TRY(r_key(r, "beneficiary", q->key3));
+		}
+	}
+	TRY(r_bytes(r, "signature", WIRE_SIGLEN, &b));
+	memcpy(q->sig, b, WIRE_SIGLEN);
+	return 0;
+}
+
+static int decode_lresp(rd_t *r, wire_ledger_resp_t *p)
+{
+	TRY(r_u64(r, "req_id", &p->req_id));
+	TRY(r_u8(r, "op", &p->op));
+	if (p->op < 1 || p->op > WIRE_LOP_MAX)
+		return err_set(r->e, ERR_UNSUPPORTED, "LEDGER_RESP: unknown op %u at offset 9", p->op);
+	TRY(r_u16(r, "status", &p->status));
+	TRY(r_str(r, "text", 2, WIRE_MAX_ERRMSG, p->msg));
+	size_t f = lresp_fields(p->op, p->status);
+	if (f == 24) {
+		TRY(r_i64(r, "balance", &p->balance));
+		TRY(r_i64(r, "stake", &p->stake));
+		TRY(r_i64(r, "reserved", &p->reserved));
+	} else if (f == WIRE_KEYLEN) {
+		TRY(r_key(r, "channel", p->ch.id));
+	} else if (f == 8) {
+		TRY(r_i64(r, "amount", &p->amount));
+	} else if (f == LCHAN_SIZE) {
+		wire_ledger_chan_t *c = &p->ch;
+		TRY(r_key(r, "channel", c->id));
+		TRY(r_key(r, "buyer", c->buyer));
+		TRY(r_key(r, "provider", c->provider));
+		TRY(r_i64(r, "budget", &c->budget));
+		TRY(r_i64(r, "redeemed", &c->redeemed));
+		TRY(r_i64(r, "refunded", &c->refunded));
+		TRY(r_i64(r, "expiry", &c->expiry));
+		TRY(r_i64(r, "close_at", &c->close_at));
+		TRY(r_u64(r, "last_seq", &c->last_seq));
+		TRY(r_u8(r, "state", &c->state));
+	}
+	return 0;
+}
+
 static int decode_body(rd_t *r, wire_msg_t *m)
 {
 	switch (m->type) {
@@ -472,6 +701,8 @@ static int decode_body(rd_t *r, wire_msg_t *m)
 		TRY(r_bytes(r, "payload", p->n_bytes, &p->data));
 		return 0;
 	}
+	case WIRE_LEDGER_REQ: return decode_lreq(r, &m->u.lreq);
+	case WIRE_LEDGER_RESP: return decode_lresp(r, &m->u.lresp);
 	default:
 		return err_set(r->e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}

@@ -61,6 +61,8 @@ enum wire_type {
 	WIRE_PROBE_REQ = 0x20,       /* "send me N bytes" */
 	WIRE_PROBE_DATA = 0x21,      /* N bytes of payload */
 	WIRE_PROBE_ACK = 0x22,       /* "I received your N bytes" */
+	WIRE_LEDGER_REQ = 0x30,      /* a signed settlement operation for a ledger node */
+	WIRE_LEDGER_RESP = 0x31,     /* its outcome */
 };
 
 /* HELLO capability bits; unknown bits are carried and ignored. */
@@ -69,6 +71,7 @@ enum wire_type {
 #define WIRE_CAP_HIDDEN_F16 (1ull << 2)   /* accepts F16 hidden states */
 #define WIRE_CAP_HIDDEN_Q8  (1ull << 3)   /* accepts Q8 hidden states */
 #define WIRE_CAP_PROBE      (1ull << 4)   /* answers throughput probes */
+#define WIRE_CAP_LEDGER     (1ull << 5)   /* runs the ledger service (LEDGER_REQ) */
 
 /* ERROR / OPEN_ERR codes. Any u16 decodes; unknown ones mean "failed". */
 enum wire_err {
@@ -144,6 +147,62 @@ typedef struct wire_probe {       /* PROBE_REQ, PROBE_DATA, PROBE_ACK */
 } wire_probe_t;
 #define WIRE_PROBE_ACK_WANTED 1
 
+/* ---- the ledger service (docs/PROTOCOL.md "Ledger service") ----
+ * The codec knows only the layout; the meaning of the fields (amounts,
+ * vouchers, signatures) is checked by src/market/ledger_svc.c. */
+enum wire_ledger_op {
+	WIRE_LOP_DEPOSIT = 1, WIRE_LOP_WITHDRAW = 2, WIRE_LOP_STAKE = 3, WIRE_LOP_UNSTAKE = 4,
+	WIRE_LOP_RESERVE = 5, WIRE_LOP_REDEEM = 6, WIRE_LOP_CLOSE = 7, WIRE_LOP_SLASH = 8,
+	WIRE_LOP_ACCOUNT = 9, WIRE_LOP_CHANNEL = 10,
+};
+#define WIRE_LOP_MAX 10
+#define WIRE_KEYLEN 32                   /* wallet keys, channel ids, nonces, evidence */
+#define WIRE_SIGLEN 64
+#define WIRE_VOUCHER_LEN 161             /* an encoded voucher (market/voucher.h) */
+#define WIRE_AMOUNT_MAX INT64_MAX        /* amounts are signed 64-bit on both ends */
+
+/* Which fields an op carries (the rest are zero after decoding and ignored
+ * by the encoder):
+ *   DEPOSIT, WITHDRAW, STAKE, UNSTAKE: addr, amount
+ *   RESERVE: addr = provider, amount = budget, expiry, key2 = the buyer's nonce
+ *   REDEEM:  voucher
+ *   CLOSE:   addr = channel id, party (0 buyer, 1 provider)
+ *   SLASH:   addr = provider, amount, key2 = evidence, key3 = beneficiary
+ *   ACCOUNT: addr
+ *   CHANNEL: addr = channel id */
+typedef struct wire_ledger_req {
+	uint64_t req_id;         /* echoed in the response */
+	uint8_t op;              /* enum wire_ledger_op */
+	uint64_t nonce;          /* > the last nonce the ledger accepted from this wallet */
+	uint8_t wallet[WIRE_KEYLEN];   /* the signer */
+	uint8_t addr[WIRE_KEYLEN], key2[WIRE_KEYLEN], key3[WIRE_KEYLEN];
+	int64_t amount;          /* 0..WIRE_AMOUNT_MAX */
+	int64_t expiry;          /* Unix seconds, >= 0 */
+	uint8_t party;           /* 0 or 1 */
+	uint8_t voucher[WIRE_VOUCHER_LEN];
+	uint8_t sig[WIRE_SIGLEN];      /* wallet's, over ledger_svc's signing message */
+} wire_ledger_req_t;
+
+/* Result fields when status is 0 (all zero otherwise):
+ *   DEPOSIT..UNSTAKE, ACCOUNT: balance, stake, reserved (the account after)
+ *   RESERVE: ch.id;  REDEEM, SLASH: amount (paid, slashed)
+ *   CLOSE, CHANNEL: ch (the channel after) */
+typedef struct wire_ledger_chan {
+	uint8_t id[WIRE_KEYLEN], buyer[WIRE_KEYLEN], provider[WIRE_KEYLEN];
+	int64_t budget, redeemed, refunded, expiry, close_at;
+	uint64_t last_seq;
+	uint8_t state;           /* 0 open, 1 closing, 2 closed */
+} wire_ledger_chan_t;
+
+typedef struct wire_ledger_resp {
+	uint64_t req_id;
+	uint8_t op;
+	uint16_t status;         /* 0 = done; else minus the error code (err.h, voucher.h) */
+	char msg[WIRE_MAX_ERRMSG + 1];   /* why, when status != 0 */
+	int64_t balance, stake, reserved, amount;
+	wire_ledger_chan_t ch;
+} wire_ledger_resp_t;
+
 typedef struct wire_msg {
 	uint8_t type;            /* enum wire_type */
 	union {
@@ -155,6 +214,8 @@ typedef struct wire_msg {
 		wire_forward_t forward;
 		wire_close_t close;
 		wire_probe_t probe;
+		wire_ledger_req_t lreq;
+		wire_ledger_resp_t lresp;
 	} u;
 } wire_msg_t;
 
@@ -170,6 +231,10 @@ size_t wire_encoded_size(const wire_msg_t *m);
 /* Encodes *m into out[cap]. Refuses (ERR_RANGE/ERR_FORMAT/ERR_UNSUPPORTED)
  * exactly what wire_decode would refuse, and ERR_FULL if cap is short. */
 int wire_encode(const wire_msg_t *m, uint8_t *out, size_t cap, size_t *out_len, err_msg_t *e) WUR;
+
+/* Bytes of an encoded LEDGER_REQ before its signature (the signed part of
+ * the message, docs/PROTOCOL.md); 0 if the op is unknown. */
+size_t wire_ledger_req_body_size(int op);
 
 /* Name of a message type ("FORWARD"), or "unknown". */
 const char *wire_type_name(int type);

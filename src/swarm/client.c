@@ -1051,6 +1051,8 @@ fail:
 	return r;
 }
 
+dht_node_t *swarm_client_dht(swarm_client_t *c) { return c->dht; }
+
 void swarm_client_view(swarm_client_t *c, swarm_view_t *v)
 {
 	pthread_mutex_lock(&c->mu);

@@ -159,6 +159,8 @@ int swarm_client_new(const swarm_client_cfg_t *cfg, swarm_client_t **out, err_ms
 /* Stops the thread, closes every connection; see the lifetimes above. NULL is fine. */
 void swarm_client_free(swarm_client_t *c);
 void swarm_client_view(swarm_client_t *c, swarm_view_t *v);
+/* The DHT node the client reads (the borrowed one, or its own): valid while c lives. */
+dht_node_t *swarm_client_dht(swarm_client_t *c);
 /* The model's servers known (at most cap written; returns how many there
  * are), as of the client's last view (refreshed every 500 ms). Any thread. */
 int swarm_client_servers(swarm_client_t *c, swarm_server_info_t *out, int cap);

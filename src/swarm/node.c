@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/pool.h"
 #include "infer/fwd.h"
+#include "market/ledger_svc.h"
 #include "dht/dht.h"
 #include "model/gguf.h"
 #include "model/manifest.h"
@@ -73,6 +74,9 @@ struct node {
 	uv_timer_t t_shard;
 	ann_t ann;                  /* our announcement, re-sent when capacity changes */
 	uint64_t ann_sent_ms;
+	/* Ledger service (--ledger): requests run on libuv workers. */
+	ledger_t *ledger;
+	ledger_svc_t *lsvc;
 };
 
 void node_cfg_default(node_cfg_t *c)
@@ -238,6 +242,7 @@ static void on_peer_state(peer_conn_t *c, enum peer_state st, const char *why, v
 	if (st == PEER_CLOSED) {
 		if (n->shard)
 			shard_drop_client(n->shard, c);   /* its sessions die with it */
+		ledger_svc_conn_closed(n->lsvc, c);
 		for (size_t i = 0; i < n->n_known; i++) {
 			struct known *k = &n->known[i];
 			if (k->conn == c) {
@@ -258,6 +263,23 @@ static void shard_kick(struct node *n);
 static void on_peer_msg(peer_conn_t *c, const wire_msg_t *m, void *user)
 {
 	struct node *n = user;
+	if (m->type == WIRE_LEDGER_REQ) {
+		if (n->lsvc) {
+			ledger_svc_handle(n->lsvc, c, m);
+		} else {
+			wire_msg_t r;
+			memset(&r, 0, sizeof(r));
+			r.type = WIRE_LEDGER_RESP;
+			r.u.lresp.req_id = m->u.lreq.req_id;
+			r.u.lresp.op = m->u.lreq.op;
+			r.u.lresp.status = (uint16_t)-ERR_UNSUPPORTED;
+			snprintf(r.u.lresp.msg, sizeof(r.u.lresp.msg), "this node runs no ledger (colony node --ledger)");
+			err_msg_t e;
+			if (peer_send(c, &r, &e) != 0)
+				log_debug("node", "reply failed: %s", e.msg);
+		}
+		return;
+	}
 	if (n->shard && (m->type == WIRE_OPEN_SESSION || m->type == WIRE_FORWARD || m->type == WIRE_CLOSE_SESSION)) {
 		if (shard_handle(n->shard, c, m) == 0)
 			shard_kick(n);
@@ -574,6 +596,7 @@ static void begin_stop(struct node *n, const char *why)
 	}
 	if (n->ctl_open)
 		unlink(n->ctl_path);
+	ledger_svc_stop(n->lsvc);
 	peer_net_close(n->net, net_closed, n);
 }
 
@@ -647,12 +670,30 @@ static int start(struct node *n, err_msg_t *e)
 		n->watching = 1;
 	}
 
+	if (cfg->ledger_db) {
+		ledger_svc_cfg_t lc;
+		memset(&lc, 0, sizeof(lc));
+		memcpy(lc.ledger_id, ident_pub(n->id), WALLET_PUBLEN);
+		if (cfg->ledger_operator) {
+			if ((r = wallet_addr_parse(cfg->ledger_operator, lc.operator_addr, e)))
+				return err_prefix(e, r, "--ledger-operator");
+			lc.has_operator = 1;
+		}
+		if ((r = ledger_open(cfg->ledger_db, NULL, &n->ledger, e)))
+			return r;
+		lc.ledger = n->ledger;
+		if ((r = ledger_svc_new(&n->loop, &lc, &n->lsvc, e)))
+			return r;
+		log_info("node", "ledger service on %s (%s)", cfg->ledger_db,
+			 lc.has_operator ? "deposits by the operator wallet" : "no operator: no deposits");
+	}
+
 	peer_cfg_t pc;
 	peer_cfg_default(&pc);
 	pc.id = n->id;
 	pc.network = cfg->network;
 	pc.software = NODE_SOFTWARE;
-	pc.caps = WIRE_CAP_PROBE | (n->serving ? WIRE_CAP_SHARD : 0);
+	pc.caps = WIRE_CAP_PROBE | (n->serving ? WIRE_CAP_SHARD : 0) | (n->lsvc ? WIRE_CAP_LEDGER : 0);
 	pc.on_state = on_peer_state;
 	pc.on_msg = on_peer_msg;
 	pc.user = n;
@@ -782,6 +823,8 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 		cfg->on_stopped(cfg->hook_ud);
 	dht_node_free(n->dht);
 	shard_free(n->shard);   /* the loop has ended: no step is running */
+	ledger_svc_free(n->lsvc);   /* nor any ledger request */
+	ledger_free(n->ledger);
 	pool_free(n->pool);
 	model_free(n->model);
 	gguf_free(n->gguf);

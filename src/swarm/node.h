@@ -40,6 +40,8 @@ typedef struct node_cfg {
 	const char *watch_model;       /* hex model id to follow without serving it, or NULL */
 	uint64_t refresh_ms;           /* DHT re-announce period (0 = default) */
 	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */
+	const char *ledger_db;         /* serve the ledger service on this SQLite file, or NULL */
+	const char *ledger_operator;   /* hex wallet address allowed to deposit/withdraw/slash */
 	/* Something run beside the node (the CLI's HTTP gateway): on_started is
 	 * called once the node is up, with its DHT node and its model file (NULL
 	 * without a model) and id, which stay valid until on_stopped; that is

@@ -78,7 +78,8 @@ static size_t enc(const ann_t *a, const key_t_ *k, uint32_t net, uint8_t *buf)
  * can change a field and see the field check, not the signature, refuse it. */
 static void resign(uint8_t *buf, size_t len, const key_t_ *k, uint32_t net)
 {
-	uint8_t msg[16 + 4 + 512];
+	uint8_t msg[16 + 4 + 1024];
+	REQUIRE(len <= 1024);
 	memcpy(msg, ANN_SIG_DOMAIN, 16);
 	for (int i = 0; i < 4; i++)
 		msg[16 + i] = (uint8_t)(net >> (8 * i));
@@ -142,7 +143,7 @@ static void test_roundtrip_and_layout(void)
 	CHECK_OK(ann_decode(buf, len, NET, &b, &e));
 	CHECK(memcmp(&t, &b, sizeof(t)) == 0);
 
-	/* The largest record: 8 IPv6 addresses and a 32-byte version. */
+	/* The largest shard record: 8 IPv6 addresses and a 32-byte version. */
 	a.n_addrs = ANN_MAX_ADDRS;
 	for (int i = 0; i < ANN_MAX_ADDRS; i++) {
 		uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = (uint8_t)(i + 1) };
@@ -154,12 +155,12 @@ static void test_roundtrip_and_layout(void)
 	a.layer_b = ANN_MAX_LAYER;
 	a.price = UINT64_MAX;
 	len = enc(&a, &k, NET, buf);
-	CHECK_EQ_INT(len, ANN_MAX_SIZE);
+	CHECK_EQ_INT(len, ANN_MAX_SHARD_SIZE);
 	CHECK_OK(ann_decode(buf, len, NET, &b, &e));
 	CHECK(memcmp(&a, &b, sizeof(a)) == 0);
 	/* A buffer one byte short is refused, not overrun. */
 	size_t l2;
-	CHECK(ann_encode(&a, NET, k.sk, buf, ANN_MAX_SIZE - 1, &l2, &e) == ERR_INVAL);
+	CHECK(ann_encode(&a, NET, k.sk, buf, ANN_MAX_SHARD_SIZE - 1, &l2, &e) == ERR_INVAL);
 }
 
 static void test_every_truncation(void)
@@ -216,7 +217,7 @@ static void test_every_bound(void)
 	expect_field(buf, len, 4, 2, &k, ERR_UNSUPPORTED, "version 2");
 	expect_field(buf, len, 4, 0, &k, ERR_FORMAT, "version 0");
 	expect_field(buf, len, 5, 0, &k, ERR_UNSUPPORTED, "kind 0");
-	expect_field(buf, len, 5, ANN_SKILL, &k, ERR_UNSUPPORTED, "kind skill");
+	expect_field(buf, len, 5, 5, &k, ERR_UNSUPPORTED, "kind 5");
 	expect_field(buf, len, 5, 200, &k, ERR_UNSUPPORTED, "kind 200");
 	expect_field(buf, len, 6, 1, &k, ERR_FORMAT, "flags");
 	expect_field(buf, len, 7, 0x80, &k, ERR_FORMAT, "flags high");
@@ -298,8 +299,11 @@ static void test_every_bound(void)
 	d.sw_version[3] = '\n';
 	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);
 	d = a;
-	d.kind = ANN_SKILL;
+	d.kind = 5;
 	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_UNSUPPORTED);
+	d = a;
+	d.kind = ANN_SKILL;   /* a shard's fields do not make a skill record (no name) */
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_RANGE);
 	d = a;
 	d.seq = 0;
 	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_RANGE);
@@ -619,6 +623,190 @@ static void test_addr_str(void)
 	CHECK(strcmp(ann_addr_str(&a, s, sizeof(s)), "[::1]:443") == 0);
 }
 
+/* ---- skill records (kinds 3 and 4) -------------------------------------- */
+
+static ann_t skill(const key_t_ *k, const char *name, const char *desc, uint64_t ts, uint64_t seq)
+{
+	ann_t a;
+	memset(&a, 0, sizeof(a));
+	a.kind = ANN_SKILL;
+	memcpy(a.node_id, k->pk, 32);
+	a.timestamp_ms = ts;
+	a.seq = seq;
+	ann_skill_id(name, a.model_id);
+	model_make(a.skill_model, 1);
+	a.fee_call = 2500;
+	a.price_out = 1000000;
+	a.n_addrs = 1;
+	uint8_t v4[4] = { 127, 0, 0, 1 };
+	ann_addr_set(&a.addrs[0], 4, v4, 8080);
+	snprintf(a.skill_name, sizeof(a.skill_name), "%s", name);
+	snprintf(a.skill_desc, sizeof(a.skill_desc), "%s", desc);
+	return a;
+}
+
+static void test_skill_record(void)
+{
+	key_t_ k, other;
+	key_make(&k, 21);
+	key_make(&other, 22);
+	const uint64_t T = 1700000000000ull;
+	ann_t a = skill(&k, "story", "Short stories for children \xc3\xa9t\xc3\xa9", T, 5), b;
+	uint8_t buf[1024];
+	size_t len = enc(&a, &k, NET, buf);
+	size_t dl = strlen(a.skill_desc);
+	/* head, model 32, fee 8, price 8, 1 v4 address 1+7, name 1+5, description 1+dl, signature */
+	CHECK_EQ_INT(len, 88 + 32 + 16 + 8 + 6 + 1 + dl + 64);
+	CHECK_EQ_INT(buf[5], ANN_SKILL);
+	uint8_t id[32], want[32];
+	ann_skill_id("story", id);
+	crypto_generichash(want, 32, (const uint8_t *)"colony-skill:story", 18, NULL, 0);
+	CHECK(memcmp(id, want, 32) == 0 && memcmp(buf + 56, want, 32) == 0);
+	CHECK(rd64(buf + 120) == 2500 && rd64(buf + 128) == 1000000);
+	err_msg_t e = { "" };
+	CHECK_OK(ann_decode(buf, len, NET, &b, &e));
+	CHECK(memcmp(&a, &b, sizeof(a)) == 0);
+
+	/* forged: any byte changed, another network, another key */
+	for (size_t i = 88; i < len - 64; i++) {
+		buf[i] ^= 0x20;
+		CHECK(ann_decode(buf, len, NET, &b, NULL) != 0);
+		buf[i] ^= 0x20;
+	}
+	CHECK_EQ_INT(ann_decode(buf, len, NET ^ 1, &b, NULL), ERR_FORMAT);
+	resign(buf, len, &other, NET);                          /* signed by a key not its node id */
+	CHECK_EQ_INT(ann_decode(buf, len, NET, &b, NULL), ERR_FORMAT);
+	len = enc(&a, &k, NET, buf);
+
+	/* copied under another skill's key: a valid signature, the wrong scope */
+	ann_skill_id("poem", buf + 56);
+	resign(buf, len, &k, NET);
+	CHECK_EQ_INT(ann_decode(buf, len, NET, &b, &e), ERR_FORMAT);
+	CHECK(strstr(e.msg, "scope") != NULL);
+	len = enc(&a, &k, NET, buf);
+
+	/* the description: invalid UTF-8 or a control character, even when signed */
+	size_t doff = len - 64 - dl;
+	buf[doff] = 0xc3;
+	buf[doff + 1] = 0x28;
+	resign(buf, len, &k, NET);
+	CHECK_EQ_INT(ann_decode(buf, len, NET, &b, NULL), ERR_FORMAT);
+	len = enc(&a, &k, NET, buf);
+	buf[doff] = '\n';
+	resign(buf, len, &k, NET);
+	CHECK_EQ_INT(ann_decode(buf, len, NET, &b, NULL), ERR_FORMAT);
+
+	/* oversized: a description over the bound, by the encoder and by hand */
+	char big[ANN_MAX_SKILL_DESC + 2];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	ann_t c = skill(&k, "story", "", T, 6);
+	memcpy(c.skill_desc, big, ANN_MAX_SKILL_DESC);      /* exactly at the bound: fine */
+	c.skill_desc[ANN_MAX_SKILL_DESC] = 0;
+	len = enc(&c, &k, NET, buf);
+	CHECK(len <= ANN_MAX_SIZE);
+	/* one byte more, length byte 201, re-signed: refused for its field */
+	size_t lenpos = len - 64 - ANN_MAX_SKILL_DESC - 1;
+	CHECK_EQ_INT(buf[lenpos], ANN_MAX_SKILL_DESC);
+	memmove(buf + len - 64 + 1, buf + len - 64, 64);
+	buf[len - 64] = 'x';
+	buf[lenpos] = ANN_MAX_SKILL_DESC + 1;
+	resign(buf, len + 1, &k, NET);
+	CHECK_EQ_INT(ann_decode(buf, len + 1, NET, &b, &e), ERR_RANGE);
+	/* anything over ANN_MAX_SIZE is refused before parsing */
+	uint8_t huge[ANN_MAX_SIZE + 1] = { 'C', 'L', 'N', 'Y', 1, ANN_SKILL };
+	CHECK_EQ_INT(ann_decode(huge, sizeof(huge), NET, &b, NULL), ERR_FORMAT);
+
+	/* the encoder refuses what the decoder would */
+	uint8_t out[1024];
+	size_t l2;
+	ann_t d = a;
+	strcpy(d.skill_desc, big);   /* 201 bytes into a 201-byte field: no NUL within the bound */
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_RANGE);
+	d = a;
+	d.fee_call = -1;
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_RANGE);
+	d = a;
+	strcpy(d.skill_name, "Story");   /* upper case: also a scope mismatch, the name is checked first */
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);
+	d = a;
+	strcpy(d.skill_name, "poem");    /* scope of "story" */
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);
+	CHECK_EQ_INT(ann_skill_name_check("a-b.c_9", NULL), 0);
+	CHECK_EQ_INT(ann_skill_name_check("-ab", NULL), ERR_FORMAT);
+	CHECK_EQ_INT(ann_skill_name_check("", NULL), ERR_RANGE);
+	CHECK_EQ_INT(ann_skill_name_check("abcdefghijabcdefghijabcdefghijabc", NULL), ERR_RANGE);   /* 33 */
+}
+
+static void test_skill_index_and_store(void)
+{
+	key_t_ k, k2;
+	key_make(&k, 23);
+	key_make(&k2, 24);
+	const uint64_t T = 1700000000000ull;
+	ann_t x;
+	memset(&x, 0, sizeof(x));
+	x.kind = ANN_SKILL_INDEX;
+	memcpy(x.node_id, k.pk, 32);
+	x.timestamp_ms = T;
+	x.seq = 1;
+	ann_skill_index_id(x.model_id);
+	x.n_skills = 2;
+	strcpy(x.skills[0], "story");
+	strcpy(x.skills[1], "poem");
+	uint8_t buf[1024], out[1024];
+	size_t len = enc(&x, &k, NET, buf), l2;
+	CHECK_EQ_INT(len, 88 + 1 + 6 + 5 + 64);
+	ann_t b;
+	CHECK_OK(ann_decode(buf, len, NET, &b, NULL));
+	CHECK(memcmp(&x, &b, sizeof(x)) == 0);
+	ann_t d = x;
+	strcpy(d.skills[1], "story");
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);   /* a name twice */
+	d = x;
+	d.n_skills = ANN_MAX_SKILLS + 1;
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_RANGE);
+	d = x;
+	model_make(d.model_id, 1);      /* an index record under a model's key */
+	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);
+	buf[88] = ANN_MAX_SKILLS + 1;   /* count over the bound, re-signed */
+	resign(buf, len, &k, NET);
+	CHECK(ann_decode(buf, len, NET, &b, NULL) != 0);
+
+	/* A store under a skill's key lists its offers; a model's store refuses them. */
+	ann_store_cfg_t c = { .network = NET, .stale_ms = 3000, .skew_ms = 1000, .max_nodes = 4 };
+	ann_skill_id("story", c.model_id);
+	ann_store_t *s = NULL;
+	REQUIRE(ann_store_new(&c, &s) == 0);
+	ann_t a1 = skill(&k, "story", "one", T, 1), a2 = skill(&k2, "story", "two", T, 1);
+	CHECK_OK(add(s, &a1, &k, T));
+	CHECK_OK(add(s, &a2, &k2, T));
+	ann_t got[4];
+	CHECK_EQ_INT(ann_store_collect(s, T, got, 4), 2);
+	CHECK(got[0].kind == ANN_SKILL && got[1].kind == ANN_SKILL);
+	/* forged (another key signs a record naming k's id): refused, k's offer kept */
+	ann_t f = skill(&k, "story", "forged", T, 9);
+	len = enc(&f, &k, NET, buf);
+	resign(buf, len, &k2, NET);
+	CHECK_EQ_INT(ann_store_add(s, buf, len, T, NULL), ERR_FORMAT);
+	/* oversized value: refused before parsing */
+	uint8_t huge[ANN_MAX_SIZE + 100];
+	memset(huge, 0, sizeof(huge));
+	memcpy(huge, buf, len);
+	CHECK(ann_store_add(s, huge, sizeof(huge), T, NULL) != 0);
+	/* replay of an older sequence, then stale */
+	CHECK_EQ_INT(add(s, &a1, &k, T), ERR_RANGE);
+	CHECK_EQ_INT(ann_store_collect(s, T + 3001, got, 4), 0);
+	CHECK_EQ_INT(ann_store_collect(s, T + 10, got, 4), 2);
+	CHECK(strcmp(got[0].skill_desc, "one") == 0 || strcmp(got[1].skill_desc, "one") == 0);
+	const ann_store_stats_t *st = ann_store_stats(s);
+	CHECK(st->accepted == 2 && st->bad_sig == 1 && st->replay == 1 && st->malformed == 1);
+	ann_store_free(s);
+	s = store_make(4);              /* a model's key */
+	CHECK_EQ_INT(add(s, &a1, &k, T), ERR_RANGE);
+	ann_store_free(s);
+}
+
 TEST_MAIN(test_roundtrip_and_layout, test_every_truncation, test_every_bound, test_signatures,
 	test_time_rules, test_store_latest_and_replay, test_store_tombstones, test_store_freshness,
-	test_store_caps_and_order, test_store_scope, test_addr_str)
+	test_store_caps_and_order, test_store_scope, test_addr_str, test_skill_record, test_skill_index_and_store)
