@@ -268,6 +268,17 @@ void skill_fwd_free(skill_fwd_t *f)
 	free(f);
 }
 
+int skill_fwd_from_fd(int fd, skill_fwd_t **out, err_msg_t *e)
+{
+	*out = calloc(1, sizeof(**out));
+	if (!*out) {
+		close(fd);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	(*out)->fd = fd;
+	return 0;
+}
+
 static int send_all(int fd, const char *p, size_t n)
 {
 	while (n) {

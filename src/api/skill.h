@@ -91,5 +91,8 @@ const char *skill_fwd_content_type(const skill_fwd_t *f);
 int skill_fwd_read(skill_fwd_t *f, char *buf, size_t max, int wait_ms, size_t *n, err_msg_t *e) WUR;
 int skill_fwd_done(const skill_fwd_t *f);
 void skill_fwd_free(skill_fwd_t *f);   /* NULL is fine */
+/* A relay reading an answer from an already connected descriptor (owned from
+ * then on): for tests and the fuzz target of the response parser. */
+int skill_fwd_from_fd(int fd, skill_fwd_t **out, err_msg_t *e) WUR;
 
 #endif
