@@ -18,6 +18,8 @@
 /* Rows per tile of the generic loop: their weights stay in cache while
  * every token passes over them. */
 #define MM_GEN_ROWS 16
+/* Threads with their own run of chunks (more share one counter). */
+#define MM_MAX_THREADS 64
 /* Rows per chunk when threads take chunks as they go (R16 matrices). */
 #define MM_CHUNK_ROWS 64
 /* Below this many activation values, they are quantized in the caller. */
@@ -103,6 +105,11 @@ typedef struct mm_job {
 	int chunked;
 	long nchunks;
 	atomic_long next;
+	/* Per thread, its own contiguous run of chunks [front, back) packed in
+	 * one word (front << 32 | back): the owner takes from the front, so its
+	 * reads stay one sequential stream; a thread that ran out takes from
+	 * the back of another's run. */
+	_Atomic uint64_t run[MM_MAX_THREADS];
 } mm_job_t;
 
 static void quantize_worker(void *arg, int ith, int nth)
@@ -121,21 +128,51 @@ static void prep_worker(void *arg, int ith, int nth)
 	j->prep(&j->args, j->xt, ith, nth);
 }
 
+/* Takes a chunk from the front (the owner) or the back of a run; -1 if empty. */
+static long run_take(_Atomic uint64_t *r, int front)
+{
+	uint64_t v = atomic_load_explicit(r, memory_order_relaxed);
+	for (;;) {
+		uint64_t f = v >> 32, b = v & 0xffffffffu;
+		if (f >= b)
+			return -1;
+		uint64_t nv = front ? (f + 1) << 32 | b : f << 32 | (b - 1);
+		if (atomic_compare_exchange_weak_explicit(r, &v, nv, memory_order_relaxed, memory_order_relaxed))
+			return (long)(front ? f : b - 1);
+	}
+}
+
 /* Each thread computes its share of the rows of every matrix of the job:
- * a fixed part, or (chunked) chunks of MM_CHUNK_ROWS taken from a shared
- * counter until none is left, so that a thread slowed down (by its
- * neighbours on the machine) does not hold the other one at the barrier.
+ * a fixed part, or (chunked) chunks of MM_CHUNK_ROWS: first those of its
+ * own contiguous run, in order (one sequential stream for the hardware
+ * prefetcher), then chunks taken from the back of other threads' runs, so
+ * that a thread slowed down by its neighbours on the machine does not hold
+ * the others at the barrier. (Handing out chunks from one shared counter
+ * interleaved the threads' chunks and was 4-16% slower in generation.)
  * Which thread computes a row never changes its bits. */
 static void mm_worker(void *arg, int ith, int nth)
 {
 	mm_job_t *j = arg;
 	char *ws = j->ws + (size_t)ith * j->ws_size;
 	if (j->chunked) {
-		int fresh = 1;
+		int fresh = 1, victim = 0;
 		for (;;) {
-			long c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-			if (c >= j->nchunks)
-				break;
+			long c = -1;
+			if (nth > MM_MAX_THREADS) {
+				c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+				if (c >= j->nchunks)
+					break;
+			} else {
+				c = run_take(&j->run[ith], 1);
+				while (c < 0 && victim < nth) {
+					if (victim != ith)
+						c = run_take(&j->run[victim], 0);
+					if (c < 0)
+						victim++;
+				}
+				if (c < 0)
+					break;
+			}
 			int w = 0;
 			long per;
 			while (c >= (per = (long)((j->Ws[w]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS))) {
@@ -245,6 +282,11 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 		for (int w = 0; w < nw; w++)
 			j.nchunks += (long)((Wv[w]->rows + MM_CHUNK_ROWS - 1) / MM_CHUNK_ROWS);
 		atomic_init(&j.next, 0);
+		for (int t = 0; t < nth && t < MM_MAX_THREADS; t++) {
+			long lo, hi;
+			pool_split(j.nchunks, t, nth, 1, &lo, &hi);
+			atomic_init(&j.run[t], (uint64_t)lo << 32 | (uint64_t)hi);
+		}
 		j.mm = ops->mm_r16[W->type] ? ops->mm_r16[W->type] : mm_generic_r16;
 		j.ws_size = align_up(ops->mm_r16[W->type] ? ops->mm_r16_ws(W->type, W->cols, n) : R16 * wrow);
 	} else {
