@@ -11,6 +11,7 @@
 #include "cli/cmd.h"
 #include "cli/opts.h"
 #include "cli/progress.h"
+#include "market/amount.h"
 #include "swarm/node.h"
 
 static void node_usage(FILE *f)
@@ -39,6 +40,15 @@ static void node_usage(FILE *f)
 		"  --model M            GGUF model to serve\n"
 		"  --layers A:B         serve layers A..B-1 (default: all)\n"
 		"  --price X            micro-units per 1M tokens (default 0)\n"
+		"  --price-in P, --price-out Q  paid sessions: micro-units per 1M input (prompt\n"
+		"                       positions processed) and output (generated positions) tokens;\n"
+		"                       without --price, the larger is announced for routing\n"
+		"  --pay-chunk N        tokens served per voucher (default 64); a buyer more than one\n"
+		"                       chunk behind is closed with 'payment required'\n"
+		"  --require-payment    refuse sessions that open no payment channel\n"
+		"  --wallet-home DIR    the wallet paid into (default: --home's wallet.key)\n"
+		"  --ledger-peer HOST:PORT  ledger node where vouchers are redeemed when a paid\n"
+		"                       session ends\n"
 		"  --kv-mem SIZE        KV-cache memory for the sessions served, e.g. 512M, 2G\n"
 		"                       (default 512M); sessions that do not fit are refused\n"
 		"  --watch MODEL_ID     follow the nodes of a model without serving it\n"
@@ -240,7 +250,7 @@ int cmd_node(int argc, char **argv)
 	node_cfg_t c;
 	node_cfg_default(&c);
 	char homebuf[1024], annbuf[64];
-	int json = 0, quiet = 0;
+	int json = 0, quiet = 0, price_set = 0;
 	enum log_level lvl = LOG_INFO;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
@@ -255,6 +265,10 @@ int cmd_node(int argc, char **argv)
 		}
 		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
 			quiet = 1;
+			continue;
+		}
+		if (!strcmp(a, "--require-payment")) {
+			c.require_payment = 1;
 			continue;
 		}
 		if (!(v = opt_arg(argc, argv, &i)))
@@ -294,6 +308,22 @@ int cmd_node(int argc, char **argv)
 			}
 		} else if (!strcmp(a, "--price")) {
 			if (opt_u64(a, v, &c.price)) return CMD_EXIT_USAGE;
+			price_set = 1;
+		} else if (!strcmp(a, "--price-in") || !strcmp(a, "--price-out")) {
+			uint64_t p;
+			if (opt_u64(a, v, &p)) return CMD_EXIT_USAGE;
+			if (p > (uint64_t)AMOUNT_MAX) {
+				fprintf(stderr, "colony: %s: at most %lld\n", a, (long long)AMOUNT_MAX);
+				return CMD_EXIT_USAGE;
+			}
+			*(a[8] == 'i' ? &c.price_in : &c.price_out) = (int64_t)p;
+		} else if (!strcmp(a, "--pay-chunk")) {
+			if (opt_int(a, v, 1, 1 << 20, &n)) return CMD_EXIT_USAGE;
+			c.pay_chunk = (uint32_t)n;
+		} else if (!strcmp(a, "--wallet-home")) {
+			c.wallet_home = v;
+		} else if (!strcmp(a, "--ledger-peer")) {
+			c.ledger_peer = v;
 		} else if (!strcmp(a, "--kv-mem")) {
 			if (parse_size(v, &c.kv_mem)) {
 				fprintf(stderr, "colony: --kv-mem expects a size such as 512M or 2G, got '%s'\n", v);
@@ -354,6 +384,8 @@ int cmd_node(int argc, char **argv)
 		api.prog_on = 1;
 		prog_watch_start(&api.prog);
 	}
+	if (!price_set && (c.price_in || c.price_out))
+		c.price = (uint64_t)(c.price_in > c.price_out ? c.price_in : c.price_out);
 	int r = node_run(&c, &e);
 	if (api.prog_on) {
 		api.prog_on = 0;

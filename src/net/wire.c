@@ -23,6 +23,10 @@ const char *wire_type_name(int type)
 	case WIRE_PROBE_ACK: return "PROBE_ACK";
 	case WIRE_LEDGER_REQ: return "LEDGER_REQ";
 	case WIRE_LEDGER_RESP: return "LEDGER_RESP";
+	case WIRE_PAY_TERMS_REQ: return "PAY_TERMS_REQ";
+	case WIRE_PAY_TERMS: return "PAY_TERMS";
+	case WIRE_PAY_OPEN: return "PAY_OPEN";
+	case WIRE_VOUCHER: return "VOUCHER";
 	default: return "unknown";
 	}
 }
@@ -200,6 +204,22 @@ static int check_lresp(const wire_ledger_resp_t *p, err_msg_t *e)
 	return 0;
 }
 
+static int check_pay(const wire_pay_t *p, int type, err_msg_t *e)
+{
+	const char *t = wire_type_name(type);
+	if (type == WIRE_PAY_TERMS || type == WIRE_PAY_OPEN) {
+		if (p->price_in < 0 || p->price_out < 0)
+			return err_set(e, ERR_RANGE, "%s: negative price", t);
+		if (p->chunk < 1)
+			return err_set(e, ERR_RANGE, "%s: chunk 0 (tokens per voucher must be >= 1)", t);
+	}
+	if (type == WIRE_PAY_TERMS && (p->flags & ~WIRE_PAY_REQUIRED))
+		return err_set(e, ERR_FORMAT, "PAY_TERMS: reserved flag bits 0x%02x set", p->flags & ~WIRE_PAY_REQUIRED);
+	if (type == WIRE_PAY_OPEN && (p->budget < 1 || p->expiry < 0))
+		return err_set(e, ERR_RANGE, "PAY_OPEN: budget must be > 0 and expiry >= 0");
+	return 0;
+}
+
 static int check_msg(const wire_msg_t *m, err_msg_t *e)
 {
 	switch (m->type) {
@@ -218,6 +238,10 @@ static int check_msg(const wire_msg_t *m, err_msg_t *e)
 	case WIRE_PROBE_ACK: return check_probe(&m->u.probe, m->type, e);
 	case WIRE_LEDGER_REQ: return check_lreq(&m->u.lreq, e);
 	case WIRE_LEDGER_RESP: return check_lresp(&m->u.lresp, e);
+	case WIRE_PAY_TERMS_REQ:
+	case WIRE_PAY_TERMS:
+	case WIRE_PAY_OPEN:
+	case WIRE_VOUCHER: return check_pay(&m->u.pay, m->type, e);
 	default:
 		return err_set(e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}
@@ -244,6 +268,10 @@ static size_t size_unchecked(const wire_msg_t *m)
 	case WIRE_PROBE_ACK: return 1 + 8 + 4;
 	case WIRE_PROBE_DATA: return PROBE_DATA_HDR + m->u.probe.n_bytes;
 	case WIRE_LEDGER_REQ: return LREQ_HDR + lreq_fields(m->u.lreq.op) + WIRE_SIGLEN;
+	case WIRE_PAY_TERMS_REQ: return 1 + 8;
+	case WIRE_PAY_TERMS: return 1 + 8 + WIRE_KEYLEN + 16 + 4 + 1;
+	case WIRE_PAY_OPEN: return 1 + 8 + 2 * WIRE_KEYLEN + 32 + 8;
+	case WIRE_VOUCHER: return 1 + 8 + WIRE_VOUCHER_LEN;
 	case WIRE_LEDGER_RESP:
 		return 1 + 8 + 1 + 2 + 2 + strnlen(m->u.lresp.msg, WIRE_MAX_ERRMSG) +
 			lresp_fields(m->u.lresp.op, m->u.lresp.status);
@@ -392,6 +420,32 @@ int wire_encode(const wire_msg_t *m, uint8_t *out, size_t cap, size_t *out_len, 
 			}
 		}
 		w_bytes(&w, q->sig, WIRE_SIGLEN);
+		break;
+	}
+	case WIRE_PAY_TERMS_REQ:
+	case WIRE_PAY_TERMS:
+	case WIRE_PAY_OPEN:
+	case WIRE_VOUCHER: {
+		const wire_pay_t *p = &m->u.pay;
+		w_u64(&w, p->id);
+		if (m->type == WIRE_PAY_TERMS) {
+			w_bytes(&w, p->wallet, WIRE_KEYLEN);
+			w_u64(&w, (uint64_t)p->price_in);
+			w_u64(&w, (uint64_t)p->price_out);
+			w_u32(&w, p->chunk);
+			w_u8(&w, p->flags);
+		} else if (m->type == WIRE_PAY_OPEN) {
+			w_bytes(&w, p->channel, WIRE_KEYLEN);
+			w_bytes(&w, p->wallet, WIRE_KEYLEN);
+			w_u64(&w, (uint64_t)p->budget);
+			w_u64(&w, (uint64_t)p->expiry);
+			w_u64(&w, (uint64_t)p->price_in);
+			w_u64(&w, (uint64_t)p->price_out);
+			w_u32(&w, p->chunk);
+			w_u32(&w, p->n_prompt);
+		} else if (m->type == WIRE_VOUCHER) {
+			w_bytes(&w, p->voucher, WIRE_VOUCHER_LEN);
+		}
 		break;
 	}
 	case WIRE_LEDGER_RESP: {
@@ -623,6 +677,39 @@ static int decode_lresp(rd_t *r, wire_ledger_resp_t *p)
 	return 0;
 }
 
+static int decode_pay(rd_t *r, int type, wire_pay_t *p)
+{
+	uint64_t v;
+	TRY(r_u64(r, type == WIRE_PAY_TERMS_REQ || type == WIRE_PAY_TERMS ? "req_id" : "session_id", &p->id));
+	if (type == WIRE_PAY_TERMS) {
+		TRY(r_key(r, "wallet", p->wallet));
+		TRY(r_u64(r, "price_in", &v));
+		p->price_in = (int64_t)v;
+		TRY(r_u64(r, "price_out", &v));
+		p->price_out = (int64_t)v;
+		TRY(r_u32(r, "chunk", &p->chunk));
+		TRY(r_u8(r, "flags", &p->flags));
+	} else if (type == WIRE_PAY_OPEN) {
+		TRY(r_key(r, "channel", p->channel));
+		TRY(r_key(r, "buyer", p->wallet));
+		TRY(r_u64(r, "budget", &v));
+		p->budget = (int64_t)v;
+		TRY(r_u64(r, "expiry", &v));
+		p->expiry = (int64_t)v;
+		TRY(r_u64(r, "price_in", &v));
+		p->price_in = (int64_t)v;
+		TRY(r_u64(r, "price_out", &v));
+		p->price_out = (int64_t)v;
+		TRY(r_u32(r, "chunk", &p->chunk));
+		TRY(r_u32(r, "n_prompt", &p->n_prompt));
+	} else if (type == WIRE_VOUCHER) {
+		const uint8_t *b = NULL;
+		TRY(r_bytes(r, "voucher", WIRE_VOUCHER_LEN, &b));
+		memcpy(p->voucher, b, WIRE_VOUCHER_LEN);
+	}
+	return 0;
+}
+
 static int decode_body(rd_t *r, wire_msg_t *m)
 {
 	switch (m->type) {
@@ -703,6 +790,10 @@ static int decode_body(rd_t *r, wire_msg_t *m)
 	}
 	case WIRE_LEDGER_REQ: return decode_lreq(r, &m->u.lreq);
 	case WIRE_LEDGER_RESP: return decode_lresp(r, &m->u.lresp);
+	case WIRE_PAY_TERMS_REQ:
+	case WIRE_PAY_TERMS:
+	case WIRE_PAY_OPEN:
+	case WIRE_VOUCHER: return decode_pay(r, m->type, &m->u.pay);
 	default:
 		return err_set(r->e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}

@@ -63,6 +63,10 @@ enum wire_type {
 	WIRE_PROBE_ACK = 0x22,       /* "I received your N bytes" */
 	WIRE_LEDGER_REQ = 0x30,      /* a signed settlement operation for a ledger node */
 	WIRE_LEDGER_RESP = 0x31,     /* its outcome */
+	WIRE_PAY_TERMS_REQ = 0x40,   /* client -> shard: "what do you charge, whom do I pay?" */
+	WIRE_PAY_TERMS = 0x41,       /* shard -> client: its wallet, prices, chunk size */
+	WIRE_PAY_OPEN = 0x42,        /* client -> shard, just before OPEN_SESSION: the session is paid */
+	WIRE_VOUCHER = 0x43,         /* client -> shard: a cumulative voucher for a paid session */
 };
 
 /* HELLO capability bits; unknown bits are carried and ignored. */
@@ -84,6 +88,7 @@ enum wire_err {
 	WIRE_E_UNSUPPORTED = 7,   /* model, encoding or KV type not served */
 	WIRE_E_INTERNAL = 8,      /* the server failed */
 	WIRE_E_RATE_LIMIT = 9,    /* too many requests */
+	WIRE_E_PAYMENT = 10,      /* payment required: no channel, or vouchers too late */
 };
 
 /* Hidden-state encodings. */
@@ -203,6 +208,27 @@ typedef struct wire_ledger_resp {
 	wire_ledger_chan_t ch;
 } wire_ledger_resp_t;
 
+/* ---- payments inside sessions (docs/PROTOCOL.md "Paid sessions") ----
+ * One struct for the four PAY messages; which fields each carries:
+ *   PAY_TERMS_REQ: id (a request id, echoed)
+ *   PAY_TERMS:     id, wallet (the provider's), price_in, price_out, chunk, flags
+ *   PAY_OPEN:      id (session id), channel, wallet (the buyer's), budget, expiry,
+ *                  price_in, price_out, chunk, n_prompt
+ *   VOUCHER:       id (session id), voucher (an encoded voucher, market/voucher.h)
+ * Amounts are micro-units (prices per 1M tokens), 0..WIRE_AMOUNT_MAX. */
+#define WIRE_PAY_REQUIRED 1              /* PAY_TERMS flag: unpaid sessions are refused */
+typedef struct wire_pay {
+	uint64_t id;
+	uint8_t wallet[WIRE_KEYLEN];
+	uint8_t channel[WIRE_KEYLEN];
+	int64_t budget, expiry;
+	int64_t price_in, price_out;
+	uint32_t chunk;          /* tokens per voucher, >= 1 */
+	uint32_t n_prompt;       /* positions below it are input tokens, the rest output */
+	uint8_t flags;           /* PAY_TERMS: WIRE_PAY_REQUIRED; other bits reserved (0) */
+	uint8_t voucher[WIRE_VOUCHER_LEN];
+} wire_pay_t;
+
 typedef struct wire_msg {
 	uint8_t type;            /* enum wire_type */
 	union {
@@ -216,6 +242,7 @@ typedef struct wire_msg {
 		wire_probe_t probe;
 		wire_ledger_req_t lreq;
 		wire_ledger_resp_t lresp;
+		wire_pay_t pay;
 	} u;
 } wire_msg_t;
 

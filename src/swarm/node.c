@@ -16,6 +16,8 @@
 #include "base/pool.h"
 #include "infer/fwd.h"
 #include "market/ledger_svc.h"
+#include "market/settle_remote.h"
+#include "market/wallet.h"
 #include "dht/dht.h"
 #include "model/gguf.h"
 #include "model/manifest.h"
@@ -77,6 +79,23 @@ struct node {
 	/* Ledger service (--ledger): requests run on libuv workers. */
 	ledger_t *ledger;
 	ledger_svc_t *lsvc;
+	/* Paid sessions: the wallet paid into, and the ledger client that
+	 * redeems vouchers (created on first use, on a worker thread). */
+	wallet_t *wallet;
+	settle_remote_t *settle;
+	char ledger_host[256];
+	int ledger_port;
+	int loop_done;              /* uv_run has returned: no more workers */
+};
+
+/* One redeem, on a libuv worker (settle_remote blocks). */
+struct redeem_job {
+	uv_work_t w;
+	struct node *n;
+	voucher_t v;
+	int rc;
+	amount_t paid;
+	err_msg_t e;
 };
 
 void node_cfg_default(node_cfg_t *c)
@@ -280,7 +299,8 @@ static void on_peer_msg(peer_conn_t *c, const wire_msg_t *m, void *user)
 		}
 		return;
 	}
-	if (n->shard && (m->type == WIRE_OPEN_SESSION || m->type == WIRE_FORWARD || m->type == WIRE_CLOSE_SESSION)) {
+	if (n->shard && (m->type == WIRE_OPEN_SESSION || m->type == WIRE_FORWARD || m->type == WIRE_CLOSE_SESSION ||
+			 m->type == WIRE_PAY_TERMS_REQ || m->type == WIRE_PAY_OPEN || m->type == WIRE_VOUCHER)) {
 		if (shard_handle(n->shard, c, m) == 0)
 			shard_kick(n);
 		return;
@@ -310,6 +330,70 @@ static void shard_reply(void *user, void *client, const wire_msg_t *m)
 		return;
 	if (peer_send(client, m, &e) != 0)
 		log_debug("node", "shard reply %s not sent: %s", wire_type_name(m->type), e.msg);
+}
+
+static void redeem_run(struct redeem_job *j)
+{
+	struct node *n = j->n;
+	j->rc = 0;
+	if (!n->settle) {
+		settle_remote_cfg_t rc;
+		settle_remote_cfg_default(&rc);
+		rc.host = n->ledger_host;
+		rc.port = n->ledger_port;
+		rc.network = n->cfg.network;
+		rc.wallet = n->wallet;
+		if ((j->rc = settle_remote_new(&rc, &n->settle, &j->e)))
+			return;
+	}
+	settle_t st = settle_remote_settle(n->settle);
+	j->rc = settle_redeem(&st, &j->v, 0, &j->paid, &j->e);
+}
+
+static void redeem_log(struct redeem_job *j)
+{
+	char ch[WALLET_ADDR_STRLEN];
+	wallet_addr_str(j->v.channel, ch);
+	if (j->rc)
+		log_warn("node", "redeem of channel %.16s (seq %llu) failed: %s", ch, (unsigned long long)j->v.seq,
+			 j->e.msg);
+	else
+		log_info("node", "paid session settled: channel %.16s seq %llu amount %lld, redeemed %lld (in %llu out %llu)",
+			 ch, (unsigned long long)j->v.seq, (long long)j->v.amount, (long long)j->paid,
+			 (unsigned long long)j->v.in_tokens, (unsigned long long)j->v.out_tokens);
+}
+
+static void redeem_work(uv_work_t *w) { redeem_run(w->data); }
+
+static void redeem_done(uv_work_t *w, int status)
+{
+	(void)status;
+	redeem_log(w->data);
+	free(w->data);
+}
+
+/* A paid session ended with a voucher: cash it without blocking the loop. */
+static void shard_settle(void *user, const voucher_t *v)
+{
+	struct node *n = user;
+	if (!n->ledger_port) {
+		log_info("node", "paid session ended (amount %lld): no --ledger-peer to redeem at", (long long)v->amount);
+		return;
+	}
+	struct redeem_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		log_warn("node", "out of memory: voucher not redeemed");
+		return;
+	}
+	j->n = n;
+	j->v = *v;
+	j->w.data = j;
+	/* After the loop has ended (shutdown) there is no worker: redeem here. */
+	if (n->loop_done || uv_queue_work(&n->loop, &j->w, redeem_work, redeem_done) != 0) {
+		redeem_run(j);
+		redeem_log(j);
+		free(j);
+	}
 }
 
 static void step_work(uv_work_t *w)
@@ -653,6 +737,31 @@ static int start(struct node *n, err_msg_t *e)
 		sc.pool = n->pool;
 		sc.reply = shard_reply;
 		sc.user = n;
+		if (cfg->price_in || cfg->price_out || cfg->require_payment || cfg->ledger_peer) {
+			const char *wh = cfg->wallet_home ? cfg->wallet_home : cfg->home;
+			if ((r = wallet_load_or_create(wh, &n->wallet, NULL, e)))
+				return err_prefix(e, r, "wallet in %s", wh);
+			if (cfg->ledger_peer) {
+				const char *colon = strrchr(cfg->ledger_peer, ':');
+				size_t hl = colon ? (size_t)(colon - cfg->ledger_peer) : 0;
+				n->ledger_port = colon ? atoi(colon + 1) : 0;
+				if (!colon || hl == 0 || hl >= sizeof(n->ledger_host) || n->ledger_port <= 0 || n->ledger_port > 65535)
+					return err_set(e, ERR_INVAL, "--ledger-peer %s: expected HOST:PORT", cfg->ledger_peer);
+				memcpy(n->ledger_host, cfg->ledger_peer, hl);
+				n->ledger_host[hl] = 0;
+			}
+			sc.pay.wallet = n->wallet;
+			sc.pay.price_in = cfg->price_in;
+			sc.pay.price_out = cfg->price_out;
+			sc.pay.chunk = cfg->pay_chunk;
+			sc.pay.require_payment = cfg->require_payment;
+			sc.pay.on_settle = shard_settle;
+			char addr[WALLET_ADDR_STRLEN];
+			log_info("node", "paid sessions: wallet %s, in %lld out %lld per 1M tokens, chunk %u%s",
+				 wallet_addr_str(wallet_pub(n->wallet), addr), (long long)cfg->price_in,
+				 (long long)cfg->price_out, cfg->pay_chunk ? cfg->pay_chunk : SHARD_DEFAULT_PAY_CHUNK,
+				 cfg->require_payment ? ", required" : "");
+		}
 		if (!n->pool)
 			return err_set(e, ERR_NOMEM, "cannot start the compute threads");
 		if ((r = shard_new(&sc, &n->shard, e)))
@@ -817,12 +926,15 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 		hooked = !r;
 	}
 	uv_run(&n->loop, UV_RUN_DEFAULT);
+	n->loop_done = 1;
 	if (uv_loop_close(&n->loop) != 0)
 		log_warn("node", "event loop closed with handles left");
 	if (hooked && cfg->on_stopped)
 		cfg->on_stopped(cfg->hook_ud);
 	dht_node_free(n->dht);
 	shard_free(n->shard);   /* the loop has ended: no step is running */
+	settle_remote_free(n->settle);
+	wallet_free(n->wallet);
 	ledger_svc_free(n->lsvc);   /* nor any ledger request */
 	ledger_free(n->ledger);
 	pool_free(n->pool);

@@ -42,6 +42,14 @@ typedef struct node_cfg {
 	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */
 	const char *ledger_db;         /* serve the ledger service on this SQLite file, or NULL */
 	const char *ledger_operator;   /* hex wallet address allowed to deposit/withdraw/slash */
+	/* Paid sessions (shard.h "Payments"): on when a price is set or payment
+	 * is required. The wallet is <wallet_home or home>/wallet.key; vouchers
+	 * are redeemed at ledger_peer ("host:port") when each paid session ends. */
+	int64_t price_in, price_out;   /* micro-units per 1M input / output tokens */
+	uint32_t pay_chunk;            /* tokens per voucher (0: 64) */
+	int require_payment;           /* refuse sessions without a channel */
+	const char *wallet_home;       /* NULL: home */
+	const char *ledger_peer;       /* NULL: vouchers are kept, not redeemed */
 	/* Something run beside the node (the CLI's HTTP gateway): on_started is
 	 * called once the node is up, with its DHT node and its model file (NULL
 	 * without a model) and id, which stay valid until on_stopped; that is

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 
@@ -32,6 +33,20 @@ struct sess {
 	int dead;                  /* ended while busy: freed by shard_step_end */
 	uint64_t last_ms;
 	uint64_t mark;             /* step number that last considered it */
+	/* Paid sessions only (NULL otherwise): the channel, and the tokens
+	 * delivered so far (counted as FORWARDs are admitted). */
+	chan_provider_t *pay;
+	uint32_t n_prompt;
+	uint64_t pay_in, pay_out;
+};
+
+/* A PAY_OPEN waiting for its OPEN_SESSION. */
+struct pay_pending {
+	void *client;
+	uint64_t sid;
+	chan_terms_t t;
+	uint32_t n_prompt;
+	char bad[160];             /* non-empty: the terms are refused, with this reason */
 };
 
 /* One segment of the running step. */
@@ -67,6 +82,7 @@ struct shard {
 	int rc;                    /* fwd_forward's result */
 	err_msg_t err;
 	shard_stats_t stats;
+	struct pay_pending *pend; /* max_sessions entries, client NULL = free */
 };
 
 void shard_cfg_default(shard_cfg_t *c)
@@ -109,11 +125,22 @@ int shard_new(const shard_cfg_t *cfg, shard_t **out, err_msg_t *e)
 	if (cap > (int)WIRE_MAX_CTX)
 		cap = (int)WIRE_MAX_CTX;
 	s->max_len = cap;
+	if (!s->cfg.pay.chunk)
+		s->cfg.pay.chunk = SHARD_DEFAULT_PAY_CHUNK;
+	if (s->cfg.pay.price_in < 0 || s->cfg.pay.price_out < 0) {
+		free(s);
+		return err_set(e, ERR_INVAL, "negative price");
+	}
+	if (s->cfg.pay.require_payment && !s->cfg.pay.wallet) {
+		free(s);
+		return err_set(e, ERR_INVAL, "payment required but no wallet to be paid in");
+	}
 	int n = s->cfg.max_sessions;
+	s->pend = calloc((size_t)n, sizeof(*s->pend));
 	s->slots = calloc((size_t)n, sizeof(*s->slots));
 	s->items = calloc((size_t)n, sizeof(*s->items));
 	s->segs = calloc((size_t)n, sizeof(*s->segs));
-	if (!s->slots || !s->items || !s->segs || fwd_ctx_new(s->cfg.pool, &s->ctx) != 0) {
+	if (!s->slots || !s->items || !s->segs || !s->pend || fwd_ctx_new(s->cfg.pool, &s->ctx) != 0) {
 		shard_free(s);
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
@@ -131,6 +158,12 @@ static void sess_free(shard_t *s, struct sess *ss)
 	s->kv_used -= ss->bytes;
 	s->n_sess--;
 	fwd_state_free(ss->st);
+	if (ss->pay) {
+		chan_provider_close(ss->pay);
+		if (ss->pay->last.seq > 0 && s->cfg.pay.on_settle)
+			s->cfg.pay.on_settle(s->cfg.user, &ss->pay->last);
+		free(ss->pay);
+	}
 	free(ss);
 }
 
@@ -173,6 +206,7 @@ void shard_free(shard_t *s)
 	free(s->items);
 	free(s->segs);
 	free(s->x);
+	free(s->pend);
 	free(s);
 }
 
@@ -233,6 +267,93 @@ static struct sess *find(shard_t *s, void *client, uint64_t sid)
 
 /* ---- messages */
 
+/* The PAY_OPEN announced for (client, sid), or NULL. */
+static struct pay_pending *pay_take(shard_t *s, void *client, uint64_t sid)
+{
+	for (int i = 0; i < s->cfg.max_sessions; i++)
+		if (s->pend[i].client == client && s->pend[i].sid == sid)
+			return &s->pend[i];
+	return NULL;
+}
+
+static void on_pay_open(shard_t *s, void *client, const wire_pay_t *p)
+{
+	struct pay_pending *pp = pay_take(s, client, p->id);
+	for (int i = 0; i < s->cfg.max_sessions && !pp; i++)
+		if (!s->pend[i].client)
+			pp = &s->pend[i];
+	if (!pp) {
+		send_session_err(s, client, p->id, WIRE_E_BUSY, "too many PAY_OPEN waiting for their OPEN_SESSION");
+		return;
+	}
+	memset(pp, 0, sizeof(*pp));
+	pp->client = client;
+	pp->sid = p->id;
+	pp->n_prompt = p->n_prompt;
+	chan_terms_t *t = &pp->t;
+	memcpy(t->channel, p->channel, MARKET_IDLEN);
+	memcpy(t->buyer, p->wallet, WALLET_PUBLEN);
+	t->budget = p->budget;
+	t->expiry = p->expiry;
+	t->price_in = p->price_in;
+	t->price_out = p->price_out;
+	t->chunk = p->chunk;
+	const shard_pay_cfg_t *pc = &s->cfg.pay;
+	if (!pc->wallet) {
+		snprintf(pp->bad, sizeof(pp->bad), "this shard takes no payments");
+		return;
+	}
+	memcpy(t->provider, wallet_pub(pc->wallet), WALLET_PUBLEN);
+	/* The terms must be exactly the announced ones: both sides compute
+	 * every charge from them. */
+	if (p->price_in != pc->price_in || p->price_out != pc->price_out || p->chunk != pc->chunk)
+		snprintf(pp->bad, sizeof(pp->bad),
+			 "prices in %" PRId64 " out %" PRId64 " chunk %u offered, this shard asks in %" PRId64
+			 " out %" PRId64 " chunk %u",
+			 p->price_in, p->price_out, p->chunk, pc->price_in, pc->price_out, pc->chunk);
+	else if (p->expiry <= (int64_t)time(NULL))
+		snprintf(pp->bad, sizeof(pp->bad), "the channel has expired");
+}
+
+static void on_pay_terms_req(shard_t *s, void *client, const wire_pay_t *q)
+{
+	wire_msg_t r;
+	memset(&r, 0, sizeof(r));
+	r.type = WIRE_PAY_TERMS;
+	r.u.pay.id = q->id;
+	r.u.pay.chunk = s->cfg.pay.chunk;
+	if (s->cfg.pay.wallet) {
+		memcpy(r.u.pay.wallet, wallet_pub(s->cfg.pay.wallet), WIRE_KEYLEN);
+		r.u.pay.price_in = s->cfg.pay.price_in;
+		r.u.pay.price_out = s->cfg.pay.price_out;
+		r.u.pay.flags = s->cfg.pay.require_payment ? WIRE_PAY_REQUIRED : 0;
+	}
+	s->cfg.reply(s->cfg.user, client, &r);
+}
+
+static void on_voucher(shard_t *s, void *client, const wire_pay_t *p)
+{
+	struct sess *ss = find(s, client, p->id);
+	if (!ss || !ss->pay) {
+		send_session_err(s, client, p->id, ss ? WIRE_E_BAD_REQUEST : WIRE_E_NO_SESSION,
+				 ss ? "a voucher for an unpaid session" : "no such session");
+		return;
+	}
+	voucher_t v;
+	err_msg_t e = { { 0 } };
+	int rc = voucher_decode(p->voucher, WIRE_VOUCHER_LEN, &v, &e);
+	if (rc == 0)
+		rc = chan_provider_accept(ss->pay, &v, (int64_t)time(NULL), &e);
+	if (rc != 0) {
+		char text[300];
+		snprintf(text, sizeof(text), "payment required: voucher refused (%s: %.200s)", voucher_err_str(rc), e.msg);
+		sess_end(s, ss);
+		send_session_err(s, client, p->id, WIRE_E_PAYMENT, text);
+		return;
+	}
+	ss->last_ms = s->now_ms;
+}
+
 static void on_open(shard_t *s, void *client, const wire_open_t *o)
 {
 	const model_t *m = s->cfg.model;
@@ -284,6 +405,31 @@ static void on_open(shard_t *s, void *client, const wire_open_t *o)
 			      o->max_len, need, left, s->cfg.kv_mem);
 		return;
 	}
+	struct pay_pending *pp = pay_take(s, client, o->session_id);
+	if (pp && pp->bad[0]) {
+		send_open_err(s, client, o->session_id, WIRE_E_PAYMENT, "payment terms refused: %s", pp->bad);
+		pp->client = NULL;
+		return;
+	}
+	if (!pp && s->cfg.pay.require_payment) {
+		send_open_err(s, client, o->session_id, WIRE_E_PAYMENT,
+			      "payment required: this shard serves paid sessions only (PAY_OPEN with a channel, "
+			      "price in %" PRId64 " out %" PRId64 " per 1M tokens)", s->cfg.pay.price_in, s->cfg.pay.price_out);
+		return;
+	}
+	chan_provider_t *pay = NULL;
+	if (pp) {
+		pay = calloc(1, sizeof(*pay));
+		if (!pay || chan_provider_init(pay, &pp->t) != 0) {
+			free(pay);
+			pp->client = NULL;
+			send_open_err(s, client, o->session_id, WIRE_E_PAYMENT, "payment terms refused: unusable channel");
+			return;
+		}
+	}
+	uint32_t n_prompt = pp ? pp->n_prompt : 0;
+	if (pp)
+		pp->client = NULL;
 	int slot = -1;
 	for (int i = 0; i < s->cfg.max_sessions && slot < 0; i++)
 		if (!s->slots[i])
@@ -292,6 +438,7 @@ static void on_open(shard_t *s, void *client, const wire_open_t *o)
 	if (slot < 0 || !ss ||
 	    fwd_state_new(m, s->cfg.layer_a, s->cfg.layer_b, (int)o->max_len, kv, &ss->st) != 0) {
 		free(ss);
+		free(pay);
 		send_open_err(s, client, o->session_id, WIRE_E_INTERNAL, "out of memory for the KV cache");
 		return;
 	}
@@ -301,6 +448,8 @@ static void on_open(shard_t *s, void *client, const wire_open_t *o)
 	ss->max_len = o->max_len;
 	ss->enc = o->enc;
 	ss->last_ms = s->now_ms;
+	ss->pay = pay;
+	ss->n_prompt = n_prompt;
 	s->slots[slot] = ss;
 	s->n_sess++;
 	s->kv_used += need;
@@ -367,6 +516,24 @@ static void on_forward(shard_t *s, void *client, const wire_forward_t *f)
 			    f->n_tokens, f->dim, f->enc, want);
 		return;
 	}
+	if (ss->pay) {
+		/* Bounded credit: the first row must still be within one chunk of
+		 * the last voucher (then the whole request is served). */
+		uint64_t n_in = 0;
+		if (f->start_pos < ss->n_prompt)
+			n_in = ss->n_prompt - f->start_pos < f->n_tokens ? ss->n_prompt - f->start_pos : f->n_tokens;
+		int first_in = f->start_pos < ss->n_prompt;
+		if (!chan_provider_may_serve(ss->pay, ss->pay_in + (first_in ? 1 : 0), ss->pay_out + (first_in ? 0 : 1))) {
+			forward_err(s, client, ss, f->session_id, WIRE_E_PAYMENT,
+				    "payment required: %" PRIu64 " tokens delivered, the last voucher covers %" PRIu64
+				    " (credit: one chunk of %" PRIu64 ")",
+				    ss->pay_in + ss->pay_out, ss->pay->last.in_tokens + ss->pay->last.out_tokens,
+				    ss->pay->t.chunk);
+			return;
+		}
+		ss->pay_in += n_in;
+		ss->pay_out += f->n_tokens - n_in;
+	}
 	uint64_t bytes = (uint64_t)f->n_tokens * (uint64_t)s->d * sizeof(float);
 	if (ss->n_queued >= SHARD_MAX_QUEUED_PER_SESSION || s->queue_bytes + bytes > s->cfg.queue_mem) {
 		forward_err(s, client, ss, f->session_id, WIRE_E_BUSY, "too many requests queued");
@@ -418,6 +585,15 @@ int shard_handle(shard_t *s, void *client, const wire_msg_t *m)
 			sess_end(s, ss);
 		return 0;
 	}
+	case WIRE_PAY_TERMS_REQ:
+		on_pay_terms_req(s, client, &m->u.pay);
+		return 0;
+	case WIRE_PAY_OPEN:
+		on_pay_open(s, client, &m->u.pay);
+		return 0;
+	case WIRE_VOUCHER:
+		on_voucher(s, client, &m->u.pay);
+		return 0;
 	default:
 		return ERR_INVAL;
 	}
@@ -425,6 +601,9 @@ int shard_handle(shard_t *s, void *client, const wire_msg_t *m)
 
 void shard_drop_client(shard_t *s, void *client)
 {
+	for (int i = 0; i < s->cfg.max_sessions; i++)
+		if (s->pend[i].client == client)
+			s->pend[i].client = NULL;
 	for (int i = 0; i < s->cfg.max_sessions; i++) {
 		struct sess *ss = s->slots[i];
 		if (ss && !ss->dead && ss->client == client)

@@ -84,6 +84,8 @@
 #include "base/err.h"
 #include "base/pool.h"
 #include "infer/fwd.h"
+#include "market/channel.h"
+#include "market/wallet.h"
 #include "model/model.h"
 #include "net/wire.h"
 
@@ -100,6 +102,32 @@ typedef struct shard shard_t;
  * call only. */
 typedef void (*shard_reply_cb)(void *user, void *client, const wire_msg_t *m);
 
+/* A paid session ended (closed by either side, timed out, its client gone)
+ * holding at least one accepted voucher: v is the one to redeem (the best
+ * accepted; valid during the call). Loop thread; must not block. */
+typedef void (*shard_settle_cb)(void *user, const voucher_t *v);
+
+/* Payments (docs/PROTOCOL.md "Paid sessions"), all optional: with no wallet
+ * every session is free, as before. With a wallet the shard answers
+ * PAY_TERMS_REQ with its prices, accepts PAY_OPEN (the channel of the
+ * OPEN_SESSION of the same id that follows it), counts each paid session's
+ * tokens as FORWARDs arrive (rows at positions < n_prompt are input, the rest
+ * output; a row computed twice counts twice) and takes VOUCHERs
+ * (chan_provider_accept). A FORWARD whose first row would bring the tokens
+ * delivered to more than one chunk beyond the last voucher, a refused
+ * voucher, or PAY_OPEN terms other than the shard's end the session with
+ * WIRE_E_PAYMENT ("payment required: ..."). With require_payment an
+ * OPEN_SESSION without PAY_OPEN is refused (OPEN_ERR, WIRE_E_PAYMENT). */
+typedef struct shard_pay_cfg {
+	const wallet_t *wallet;        /* borrowed, the provider's; NULL: payments off */
+	amount_t price_in, price_out;  /* micro-units per 1M tokens */
+	uint32_t chunk;                /* tokens per voucher (0: 64) */
+	int require_payment;
+	shard_settle_cb on_settle;     /* may be NULL */
+} shard_pay_cfg_t;
+
+#define SHARD_DEFAULT_PAY_CHUNK 64
+
 typedef struct shard_cfg {
 	const model_t *model;          /* borrowed; must have layers [layer_a, layer_b) loaded */
 	int layer_a, layer_b;
@@ -113,6 +141,7 @@ typedef struct shard_cfg {
 	pool_t *pool;                  /* borrowed, may be NULL; used by shard_step_run only */
 	shard_reply_cb reply;
 	void *user;
+	shard_pay_cfg_t pay;
 } shard_cfg_t;
 
 void shard_cfg_default(shard_cfg_t *c);
@@ -121,7 +150,8 @@ int shard_new(const shard_cfg_t *cfg, shard_t **out, err_msg_t *e) WUR;
 /* Frees every session. No step may be running. */
 void shard_free(shard_t *s);
 
-/* Handles OPEN_SESSION, FORWARD or CLOSE_SESSION from client. Replies (if
+/* Handles OPEN_SESSION, FORWARD, CLOSE_SESSION, PAY_TERMS_REQ, PAY_OPEN or
+ * VOUCHER from client. Replies (if
  * any are due now) go through cfg.reply before it returns; FORWARD results
  * come from a later shard_step_end. ERR_INVAL (nothing done) for any other
  * message type. */

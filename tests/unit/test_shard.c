@@ -1,11 +1,14 @@
 /* test_shard.c - the shard server: a 2-shard chain reproduces local
  * generation bit for bit, continuous batching gives each session its
  * single-session bits in one forward call, admission control by KV budget,
- * rewinds, idle timeouts, and hostile requests. */
+ * rewinds, idle timeouts, hostile requests, and paid sessions (terms, refusal
+ * without a channel, bounded credit, forged vouchers, the voucher redeemed). */
 #include "test.h"
 #include "infer/gen.h"
 #include "model/manifest.h"
 #include "swarm/shard.h"
+
+#include <time.h>
 
 /* ---- replies: every reply is encoded (so it must be a valid wire message)
  * and kept as bytes; tests decode them back. */
@@ -703,5 +706,173 @@ static void test_close_during_step(void)
 	fx_close(&f);
 }
 
+/* ---- paid sessions (shard.h "Payments") */
+
+struct settled {
+	struct box *b;
+	voucher_t v;
+	int n;
+};
+
+static void on_settle(void *user, const voucher_t *v)
+{
+	struct settled *st = user;
+	st->v = *v;
+	st->n++;
+}
+
+/* reply callback sharing the user pointer with on_settle */
+static void on_reply_settled(void *user, void *client, const wire_msg_t *m)
+{
+	on_reply(((struct settled *)user)->b, client, m);
+}
+
+static void test_paid(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	struct settled st;
+	memset(&st, 0, sizeof(st));
+	st.b = &b;
+	wallet_t *prov = NULL, *buyer = NULL, *other = NULL;
+	REQUIRE(wallet_new(NULL, &prov) == 0 && wallet_new(NULL, &buyer) == 0 && wallet_new(NULL, &other) == 0);
+	const uint32_t N = 4;   /* tokens per voucher */
+	shard_cfg_t c;
+	shard_cfg_default(&c);
+	c.model = f.m[1];
+	c.layer_a = SPLIT;
+	c.layer_b = 5;
+	memcpy(c.model_id, f.id, sizeof(f.id));
+	c.pool = f.pool;
+	c.reply = on_reply_settled;
+	c.user = &st;
+	c.pay.wallet = prov;
+	c.pay.price_in = 1000000;     /* 1 per input token */
+	c.pay.price_out = 3000000;    /* 3 per output token */
+	c.pay.chunk = N;
+	c.pay.require_payment = 1;
+	c.pay.on_settle = on_settle;
+	shard_t *sh = NULL;
+	err_msg_t e;
+	REQUIRE(shard_new(&c, &sh, &e) == 0);
+	int client;
+
+	/* The terms, as a client asks for them. */
+	wire_msg_t q;
+	memset(&q, 0, sizeof(q));
+	q.type = WIRE_PAY_TERMS_REQ;
+	q.u.pay.id = 99;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &q) == 0);
+	const wire_msg_t *r = one_reply(&b, WIRE_PAY_TERMS);
+	REQUIRE(r);
+	CHECK(r->u.pay.id == 99 && r->u.pay.price_in == 1000000 && r->u.pay.price_out == 3000000 &&
+	      r->u.pay.chunk == N && r->u.pay.flags == WIRE_PAY_REQUIRED);
+	CHECK(memcmp(r->u.pay.wallet, wallet_pub(prov), WALLET_PUBLEN) == 0);
+
+	/* Unpaid: refused. */
+	wire_msg_t om = open_msg(&f, 1, 5, 32, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &om) == 0);
+	CHECK(got_open_err(&b, 5, WIRE_E_PAYMENT));
+
+	/* Wrong price: refused. */
+	chan_terms_t t;
+	memset(&t, 0, sizeof(t));
+	memset(t.channel, 7, sizeof(t.channel));
+	memcpy(t.buyer, wallet_pub(buyer), WALLET_PUBLEN);
+	memcpy(t.provider, wallet_pub(prov), WALLET_PUBLEN);
+	t.budget = 1000;
+	t.expiry = (int64_t)time(NULL) + 3600;
+	t.price_in = 1000000;
+	t.price_out = 3000000;
+	t.chunk = N;
+	wire_msg_t po;
+	memset(&po, 0, sizeof(po));
+	po.type = WIRE_PAY_OPEN;
+	po.u.pay.id = 6;
+	memcpy(po.u.pay.channel, t.channel, 32);
+	memcpy(po.u.pay.wallet, t.buyer, 32);
+	po.u.pay.budget = t.budget;
+	po.u.pay.expiry = t.expiry;
+	po.u.pay.price_in = 1000000;
+	po.u.pay.price_out = 2000000;
+	po.u.pay.chunk = N;
+	po.u.pay.n_prompt = 3;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	om = open_msg(&f, 1, 6, 32, WIRE_ENC_F32);
+	REQUIRE(shard_handle(sh, &client, &om) == 0);
+	CHECK(got_open_err(&b, 6, WIRE_E_PAYMENT));
+
+	/* The agreed terms: a paid session. 3 prompt positions, then 1 at a time. */
+	po.u.pay.price_out = 3000000;
+	po.u.pay.id = 8;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	om = open_msg(&f, 1, 8, 32, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	chan_buyer_t cb;
+	REQUIRE(chan_buyer_init(&cb, &t) == 0);
+	float x[16 * 64], y[16 * 64];
+	make_rows(&f, 3, 16, x);
+	REQUIRE(forward1(sh, &b, &client, 8, 0, x, 3, d, WIRE_ENC_F32, y));   /* 3 in: within credit */
+	REQUIRE(chan_buyer_count(&cb, 3, 0) == 0);
+	REQUIRE(forward1(sh, &b, &client, 8, 3, x + 3 * d, 1, d, WIRE_ENC_F32, y));   /* 4th: still */
+	REQUIRE(chan_buyer_count(&cb, 0, 1) == 0);
+	/* The buyer pays for the 4 (3 in, 1 out: 3 + 3 = 6). */
+	voucher_t v;
+	REQUIRE(chan_buyer_voucher(&cb, buyer, (int64_t)time(NULL), NULL, &v, &e) == 0);
+	CHECK(v.amount == 6);
+	wire_msg_t vm;
+	memset(&vm, 0, sizeof(vm));
+	vm.type = WIRE_VOUCHER;
+	vm.u.pay.id = 8;
+	REQUIRE(voucher_encode(&v, vm.u.pay.voucher) == 0);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &vm) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	/* Then it stops paying: N more tokens are served, not one more. */
+	for (uint32_t i = 0; i < N; i++)
+		REQUIRE(forward1(sh, &b, &client, 8, 4 + i, x + (4 + i) * d, 1, d, WIRE_ENC_F32, y));
+	wire_msg_t fm = fwd_msg(8, 4 + N, x + (4 + N) * d, 1, (uint32_t)d, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &fm) == 0);
+	CHECK(got_session_err(&b, 8, WIRE_E_PAYMENT));
+	CHECK(b.n >= 1 && strstr(b.r[0].m.u.error.msg, "payment required") != NULL);
+	/* The session ended: the last voucher is what is redeemed. */
+	CHECK_EQ_INT(st.n, 1);
+	CHECK(st.v.seq == v.seq && st.v.amount == 6 && st.v.in_tokens == 3 && st.v.out_tokens == 1);
+
+	/* A forged voucher (signed by another wallet) ends the session. */
+	po.u.pay.id = 9;
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	om = open_msg(&f, 1, 9, 32, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	REQUIRE(forward1(sh, &b, &client, 9, 0, x, 3, d, WIRE_ENC_F32, y));
+	chan_buyer_t cf;
+	REQUIRE(chan_buyer_init(&cf, &t) == 0);
+	REQUIRE(chan_buyer_count(&cf, 3, 0) == 0);
+	REQUIRE(chan_buyer_voucher(&cf, other, (int64_t)time(NULL), NULL, &v, &e) == 0);
+	vm.u.pay.id = 9;
+	REQUIRE(voucher_encode(&v, vm.u.pay.voucher) == 0);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &vm) == 0);
+	CHECK(got_session_err(&b, 9, WIRE_E_PAYMENT));
+	CHECK_EQ_INT(st.n, 1);   /* nothing accepted: nothing to redeem */
+
+	shard_free(sh);
+	box_clear(&b);
+	wallet_free(prov);
+	wallet_free(buyer);
+	wallet_free(other);
+	fx_close(&f);
+}
+
 TEST_MAIN(test_chain_f32_bitwise, test_chain_f16_tokens, test_chain_q8_tokens, test_batching, test_rewind,
-	  test_admission, test_hostile, test_close_during_step)
+	  test_admission, test_hostile, test_close_during_step, test_paid)
