@@ -13,6 +13,8 @@
 #include "infer/chat.h"
 #include "infer/gen.h"
 #include "infer/sampler.h"
+#include "market/settle_remote.h"
+#include "market/wallet.h"
 #include "model/manifest.h"
 #include "model/synth.h"
 #include "swarm/client.h"
@@ -62,6 +64,13 @@ static void usage(FILE *f)
 		"  --timeout-ms N         a server that does not answer within N ms is replaced (10000)\n"
 		"  --price-weight W       route cost of price: W ms per micro-unit per 1M tokens (default\n"
 		"                         0: routes on measured RTT and compute time only)\n"
+		"  --pay                  (with --swarm) pay the shard servers that take payments: a\n"
+		"                         channel per session reserved at --ledger-peer, a signed\n"
+		"                         cumulative voucher after each chunk of tokens; prints what\n"
+		"                         each provider was paid\n"
+		"  --ledger-peer HOST:PORT  the ledger node (colony node --ledger) of --pay\n"
+		"  --wallet-home DIR      where the paying wallet.key lives (default ~/.colony)\n"
+		"  --budget AMOUNT        budget of each channel, in units (default 1; \"0.5\" works)\n"
 		"  --chaos-pid P --chaos-at K [--chaos-sig S]  (tests, demos) send signal S (default\n"
 		"                         9, SIGKILL) to process P when token K is out\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
@@ -80,6 +89,9 @@ struct run_opts {
 	long chaos_sig;             /* the signal of --chaos-pid (default SIGKILL) */
 	double price_weight;        /* route cost per unit of price */
 	smp_params_t sp;
+	int pay;                    /* --pay: paid sessions */
+	const char *ledger_peer, *wallet_home;
+	int64_t budget;             /* micro-units per channel */
 };
 
 static int parse(int argc, char **argv, struct run_opts *o)
@@ -93,6 +105,7 @@ static int parse(int argc, char **argv, struct run_opts *o)
 	o->sp.repeat_penalty = 1.0f;
 	o->sp.repeat_last_n = 64;
 	o->network = "colony";
+	o->budget = AMOUNT_UNIT;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
 		double d;
@@ -113,6 +126,10 @@ static int parse(int argc, char **argv, struct run_opts *o)
 			o->chat = 1;
 			continue;
 		}
+		if (!strcmp(a, "--pay")) {
+			o->pay = 1;
+			continue;
+		}
 		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
 			o->quiet = 1;
 			continue;
@@ -124,6 +141,15 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->prompt_file = v;
 		else if (!strcmp(a, "--logits-out")) o->logits_out = v;
 		else if (!strcmp(a, "--network")) o->network = v;
+		else if (!strcmp(a, "--ledger-peer")) o->ledger_peer = v;
+		else if (!strcmp(a, "--wallet-home")) o->wallet_home = v;
+		else if (!strcmp(a, "--budget")) {
+			err_msg_t e = { { 0 } };
+			if (amount_parse(v, &o->budget, &e) != 0 || o->budget <= 0) {
+				fprintf(stderr, "colony: --budget expects a positive amount: %s\n", e.msg[0] ? e.msg : v);
+				return -1;
+			}
+		}
 		else if (!strcmp(a, "--price-weight")) {
 			if (opt_float(a, v, 0, 1e6, &o->price_weight)) return -1;
 		} else if (!strcmp(a, "--chaos-sig")) {
@@ -335,6 +361,54 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 	return 0;
 }
 
+/* --pay: the wallet that signs, and the ledger node where channels are
+ * reserved (connected now, so a wrong address fails before generating). */
+static int pay_setup(const struct run_opts *o, wallet_t **w, settle_remote_t **sr)
+{
+	err_msg_t e = { { 0 } };
+	if (!o->ledger_peer) {
+		fprintf(stderr, "colony: run: --pay needs --ledger-peer HOST:PORT\n");
+		return CMD_EXIT_USAGE;
+	}
+	char host[256];
+	const char *colon = strrchr(o->ledger_peer, ':');
+	long port = 0;
+	if (!colon || colon == o->ledger_peer || (size_t)(colon - o->ledger_peer) >= sizeof(host) ||
+	    opt_int("--ledger-peer", colon + 1, 1, 65535, &port) != 0) {
+		fprintf(stderr, "colony: run: --ledger-peer expects HOST:PORT, got '%s'\n", o->ledger_peer);
+		return CMD_EXIT_USAGE;
+	}
+	memcpy(host, o->ledger_peer, (size_t)(colon - o->ledger_peer));
+	host[colon - o->ledger_peer] = 0;
+	char homebuf[1024];
+	const char *home = o->wallet_home;
+	if (!home) {
+		const char *h = getenv("HOME");
+		snprintf(homebuf, sizeof(homebuf), "%s/.colony", h && *h ? h : ".");
+		home = homebuf;
+	}
+	int created = 0;
+	if (wallet_load_or_create(home, w, &created, &e) != 0) {
+		fprintf(stderr, "colony: run: wallet: %s\n", e.msg);
+		return CMD_EXIT_ERROR;
+	}
+	if (created)
+		fprintf(stderr, "colony: created a new wallet in %s (it has no money yet)\n", home);
+	settle_remote_cfg_t rc;
+	settle_remote_cfg_default(&rc);
+	rc.host = host;
+	rc.port = (int)port;
+	rc.network = o->network;
+	rc.wallet = *w;
+	if (settle_remote_new(&rc, sr, &e) != 0) {
+		fprintf(stderr, "colony: run: ledger: %s\n", e.msg);
+		wallet_free(*w);
+		*w = NULL;
+		return CMD_EXIT_ERROR;
+	}
+	return 0;
+}
+
 /* Generation through a swarm: the text streams as tokens arrive. */
 static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g, const vocab_t *voc, pool_t *pool,
 		     smp_chain_t *ch, const int32_t *toks, int nt, struct text_out *text)
@@ -366,8 +440,20 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		sc.timeout_ms = (uint32_t)o->timeout_ms;
 	sc.price_weight = o->price_weight;
 	sc.user = &so;
+	wallet_t *w = NULL;
+	settle_remote_t *sr = NULL;
+	if (o->pay) {
+		int pr = pay_setup(o, &w, &sr);
+		if (pr)
+			return pr;
+		sc.pay_wallet = w;
+		sc.pay_settle = settle_remote_settle(sr);
+		sc.pay_budget = o->budget;
+	}
 	swarm_result_t res;
 	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);
+	settle_remote_free(sr);
+	wallet_free(w);
 	text_out_end(text);
 	printf("\n");
 	fflush(stdout);
@@ -384,6 +470,15 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		res.seconds_gen > 0 && res.n_tokens > 1 ? (res.n_tokens - 1) / res.seconds_gen : 0.0,
 		res.stats.failovers, (unsigned long long)res.stats.rows_replayed,
 		so.eos ? "eos" : so.stopped ? "stop text" : "length");
+	for (int i = 0; i < res.n_pay; i++) {
+		const swarm_pay_line_t *l = &res.pay[i];
+		char addr[2 * WALLET_PUBLEN + 1], paid[AMOUNT_STRLEN];
+		for (int k = 0; k < WALLET_PUBLEN; k++)
+			snprintf(addr + 2 * k, 3, "%02x", l->provider[k]);
+		fprintf(stderr, "colony: paid provider %s: %llu tokens in, %llu out, %s (%lld micro-units; prices %lld/%lld per 1M)\n",
+			addr, (unsigned long long)l->in_tokens, (unsigned long long)l->out_tokens, amount_format(l->paid, paid),
+			(long long)l->paid, (long long)l->price_in, (long long)l->price_out);
+	}
 	return 0;
 }
 
@@ -393,6 +488,10 @@ int cmd_run(int argc, char **argv)
 	int pr = parse(argc, argv, &o);
 	if (pr)
 		return pr > 0 ? 0 : CMD_EXIT_USAGE;
+	if (o.pay && !o.n_swarm) {
+		fprintf(stderr, "colony: run: --pay pays shard servers: it needs --swarm\n");
+		return CMD_EXIT_USAGE;
+	}
 
 	char synth_path[512] = "";
 	const char *model_path = o.model;

@@ -49,6 +49,8 @@
 #include "base/pool.h"
 #include "dht/dht.h"
 #include "infer/sampler.h"
+#include "market/settle.h"
+#include "market/wallet.h"
 #include "model/model.h"
 #include "swarm/sess.h"
 
@@ -77,6 +79,20 @@ typedef struct swarm_client_cfg {
 	int max_jobs;                      /* jobs at once; more are refused (ERR_FULL) */
 	double max_msgs_per_sec;           /* per server connection (pacing, above) */
 	uint64_t stale_ms;                 /* own DHT node: records older than this drop out (0: the DHT's default) */
+	/* Payments (docs/PROTOCOL.md "Paid sessions"); pay_wallet NULL: none,
+	 * sessions are opened unpaid exactly as before. With a wallet, the client
+	 * asks every server its terms (PAY_TERMS_REQ when the connection is
+	 * ready); a server that takes payments gets, for each session opened on
+	 * it, a channel of pay_budget reserved at pay_settle (a blocking call,
+	 * made on a libuv worker: the loop never waits; the OPEN_SESSION waits
+	 * for it), a PAY_OPEN, and a cumulative voucher after every chunk of
+	 * tokens it delivers and before the session is closed. Both borrowed,
+	 * outliving the client; pay_settle is called from worker threads, one
+	 * call at a time (settle_remote serialises its calls). */
+	const wallet_t *pay_wallet;
+	settle_t pay_settle;
+	int64_t pay_budget;                /* micro-units per channel (> 0 with a wallet) */
+	uint32_t pay_expiry_s;             /* channel lifetime (default 3600 s) */
 } swarm_client_cfg_t;
 
 /* One generation. Everything is copied at submit. */
@@ -93,6 +109,17 @@ typedef struct swarm_req {
 	void *user;
 } swarm_req_t;
 
+/* What a job paid one provider on one channel (a session of a hop). */
+typedef struct swarm_pay_line {
+	uint8_t provider[WALLET_PUBLEN];   /* its wallet */
+	uint8_t channel[32];
+	uint64_t in_tokens, out_tokens;    /* counted by the client */
+	int64_t paid;                      /* the last voucher's cumulative amount */
+	int64_t price_in, price_out;       /* agreed, per 1M tokens */
+} swarm_pay_line_t;
+
+#define SWARM_PAY_MAX_LINES 16
+
 typedef struct swarm_result {
 	int n_tokens;
 	double seconds_prompt, seconds_gen;  /* submit to the first token; then the rest */
@@ -100,6 +127,8 @@ typedef struct swarm_result {
 	int cancelled;                     /* ended by swarm_job_cancel (or on_token asking to stop) */
 	sess_stats_t stats;
 	char route[512];                   /* "[0,3) a1b2c3d4 127.0.0.1:4000 -> [3,5) ..." of the final route */
+	int n_pay;                         /* paid channels of the job (at most SWARM_PAY_MAX_LINES kept) */
+	swarm_pay_line_t pay[SWARM_PAY_MAX_LINES];
 } swarm_result_t;
 
 enum swarm_job_state {
@@ -199,6 +228,10 @@ typedef struct swarm_cfg {
 	double price_weight;               /* route cost: ms per unit of announced price (0: price ignored) */
 	sess_token_cb on_token;            /* each token (on the client's thread); nonzero stops */
 	void *user;
+	const wallet_t *pay_wallet;        /* payments, as in swarm_client_cfg_t (NULL: none) */
+	settle_t pay_settle;
+	int64_t pay_budget;
+	uint32_t pay_expiry_s;
 } swarm_cfg_t;
 
 void swarm_cfg_default(swarm_cfg_t *c);

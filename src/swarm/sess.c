@@ -24,6 +24,7 @@ struct hop {
 	int inflight;          /* rows of the FORWARD in flight; 0: none */
 	int replay_until;      /* positions a predecessor had computed when it was installed */
 	uint64_t deadline;     /* of the OPEN or FORWARD in flight; 0: none */
+	int pay_wait;          /* OPEN_SESSION held until its channel is ready (sess_pay_ready) */
 };
 
 /* Hidden states entering one layer boundary, positions [0, len). */
@@ -238,6 +239,10 @@ static void send_close(sess_t *s, const struct hop *h, int reason)
 {
 	wire_msg_t m;
 	memset(&m, 0, sizeof(m));
+	/* The last voucher, for everything the hop delivered, goes before the close. */
+	if (s->cfg.pay_count && h->open && s->cfg.pay_count(s->cfg.user, h->server, h->sid, 0, 0, 1, &m) == 1)
+		send_msg(s, h->server, &m);
+	memset(&m, 0, sizeof(m));
 	m.type = WIRE_CLOSE_SESSION;
 	m.u.close.session_id = h->sid;
 	m.u.close.reason = (uint16_t)reason;
@@ -246,6 +251,12 @@ static void send_close(sess_t *s, const struct hop *h, int reason)
 
 static void send_open(sess_t *s, struct hop *h)
 {
+	if (s->cfg.pay_open && !h->pay_wait && s->cfg.pay_open(s->cfg.user, h->server, h->sid) == SESS_PAY_WAIT) {
+		h->pay_wait = 1;
+		h->deadline = s->now + s->cfg.timeout_ms;
+		return;
+	}
+	h->pay_wait = 0;
 	wire_msg_t m;
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_OPEN_SESSION;
@@ -457,6 +468,12 @@ static void on_result(sess_t *s, int j, const wire_forward_t *f)
 	h->done += n;
 	h->inflight = 0;
 	h->deadline = 0;
+	if (s->cfg.pay_count) {
+		wire_msg_t v;
+		memset(&v, 0, sizeof(v));
+		if (s->cfg.pay_count(s->cfg.user, h->server, h->sid, start, n, 0, &v) == 1)
+			send_msg(s, h->server, &v);
+	}
 	if (h->b < s->L) {
 		int rc = hist_put(s, h->b, start, s->rows, n);
 		if (rc) {
@@ -517,6 +534,35 @@ void sess_on_msg(sess_t *s, uint64_t server, const wire_msg_t *m)
 			 m->type);
 		break;
 	}
+	pump(s);
+}
+
+static int hop_waiting(const sess_t *s, uint64_t server, uint64_t sid)
+{
+	if (s->state != SESS_RUNNING)
+		return -1;
+	for (int j = 0; j < s->n_hops; j++)
+		if (s->hops[j].server == server && s->hops[j].sid == sid && !s->hops[j].dead && s->hops[j].pay_wait)
+			return j;
+	return -1;
+}
+
+void sess_pay_ready(sess_t *s, uint64_t server, uint64_t session_id, const wire_msg_t *pay_open)
+{
+	int j = hop_waiting(s, server, session_id);
+	if (j < 0)
+		return;
+	if (pay_open)
+		send_msg(s, server, pay_open);
+	send_open(s, &s->hops[j]);
+}
+
+void sess_pay_failed(sess_t *s, uint64_t server, uint64_t session_id, const char *msg)
+{
+	int j = hop_waiting(s, server, session_id);
+	if (j < 0)
+		return;
+	fail_hop(s, j, WIRE_E_PAYMENT, 0, "payment: %s", msg);
 	pump(s);
 }
 

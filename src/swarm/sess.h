@@ -76,6 +76,20 @@ typedef int (*sess_token_cb)(void *user, int32_t token, const float *logits, int
 /* The end: rc 0 (done or stopped) or a negative ERR_*, msg says why. */
 typedef void (*sess_done_cb)(void *user, int rc, const char *msg);
 
+/* Payments (optional; docs/PROTOCOL.md "Paid sessions"). pay_open is asked
+ * before each OPEN_SESSION: 0 opens the session unpaid at once;
+ * SESS_PAY_WAIT holds the open until the caller, once its channel is
+ * reserved, calls sess_pay_ready (or sess_pay_failed); the hop's open
+ * deadline runs meanwhile. pay_count is told the rows [start, start + n) a
+ * hop delivered, right after each FORWARD_RESULT is accepted and before
+ * anything else is sent to that hop, and with final = 1 (n = 0) just before
+ * the session sends it CLOSE_SESSION; returning 1 sends *voucher (filled by
+ * the callback) first. Neither may call back into this sess_t. */
+#define SESS_PAY_WAIT 1
+typedef int (*sess_pay_open_cb)(void *user, uint64_t server, uint64_t session_id);
+typedef int (*sess_pay_count_cb)(void *user, uint64_t server, uint64_t session_id, int start, int n, int final,
+				 wire_msg_t *voucher);
+
 typedef struct sess_cfg {
 	const model_t *model;          /* borrowed; has_embd (embedding, norm, head) */
 	pool_t *pool;                  /* borrowed, may be NULL: for the head */
@@ -93,6 +107,8 @@ typedef struct sess_cfg {
 	sess_send_cb send;
 	sess_token_cb on_token;        /* may be NULL */
 	sess_done_cb on_done;          /* may be NULL */
+	sess_pay_open_cb pay_open;     /* NULL: free sessions (both NULL or both set) */
+	sess_pay_count_cb pay_count;
 	void *user;
 } sess_cfg_t;
 
@@ -140,6 +156,13 @@ const route_server_t *sess_server_get(const sess_t *s, uint64_t id);
 int sess_start(sess_t *s, const int32_t *prompt, int n_prompt, int n_predict, err_msg_t *e) WUR;
 
 void sess_on_msg(sess_t *s, uint64_t server, const wire_msg_t *m);
+/* The channel of a hop held by SESS_PAY_WAIT is ready: sends pay_open (a
+ * PAY_OPEN for that session, borrowed during the call; NULL: the server
+ * turned out to take no payments), then OPEN_SESSION.
+ * sess_pay_failed fails the hop (failover) with msg. Both ignore a hop that
+ * is gone or not waiting. */
+void sess_pay_ready(sess_t *s, uint64_t server, uint64_t session_id, const wire_msg_t *pay_open);
+void sess_pay_failed(sess_t *s, uint64_t server, uint64_t session_id, const char *msg);
 void sess_on_server_lost(sess_t *s, uint64_t server);
 void sess_tick(sess_t *s, uint64_t now_ms);
 /* Ends a running session now (CLOSE_SESSION to every hop, on_done(0, "cancelled")). */

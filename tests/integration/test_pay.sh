@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# test_pay.sh - a paid generation end to end: a ledger node, a shard node that
+# serves every layer of stories260K at a price and requires payment, and a
+# buyer whose wallet the operator funded. `colony run --swarm --pay` gives the
+# single-process text; when the session ends the provider redeems the last
+# voucher and is paid exactly the charge of the counted tokens (ceil of each
+# count x price / 1M); the buyer's balance + reserved budget adds up; the
+# ledger audits; an unpaid run is refused with "payment required".
+. "$(dirname "$0")/lib.sh"
+need_fixture stories260K.gguf
+M="$FIX/stories260K.gguf"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+PIN=1500000 POUT=2500000 CHUNK=16 N=48 DEP=100
+P="Once upon a time"
+W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
+OP=$(W op address 2>/dev/null) BUYER=$(W buyer address 2>/dev/null) PROV=$(W prov address 2>/dev/null)
+
+# port_of LOG WHAT: waits for "WHAT 127.0.0.1:PORT" / "WHAT PORT" in LOG.
+wait_log() { for _ in $(seq 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+"$BIN" node --home "$TMP/lh" --ledger "$TMP/ledger.db" --ledger-operator "$OP" --log-level info >"$TMP/ledger.log" 2>&1 &
+LEDGER_PID=$!
+pids+=($LEDGER_PID)
+wait_log "$TMP/ledger.log" "transport 127.0.0.1:[0-9]" || { fail "ledger node did not start: $(head -c 600 "$TMP/ledger.log")"; finish; exit 1; }
+LP=$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger.log" | head -1 | cut -d: -f2)
+L="--ledger-peer 127.0.0.1:$LP"
+ok "ledger node up on port $LP"
+
+out=$(W op deposit $DEP --to "$BUYER" $L 2>"$TMP/err")
+[ "$out" = "balance $DEP.000000  stake 0.000000  reserved 0.000000" ] && ok "operator deposit to the buyer" \
+  || fail "deposit: '$out' $(cat "$TMP/err")"
+
+"$BIN" node --home "$TMP/prov" --model "$M" --layers 0:5 --price-in $PIN --price-out $POUT --pay-chunk $CHUNK \
+  --require-payment $L --log-level info >"$TMP/prov.log" 2>&1 &
+pids+=($!)
+wait_log "$TMP/prov.log" "DHT port" || { fail "shard node did not start: $(head -c 600 "$TMP/prov.log")"; finish; exit 1; }
+BS=127.0.0.1:$(grep -o "DHT port [0-9]*" "$TMP/prov.log" | head -1 | awk '{print $3}')
+ok "paid shard node up (DHT $BS)"
+
+want=$("$BIN" run -m "$M" -p "$P" -n $N --temp 0 --ignore-eos 2>/dev/null)
+
+# Unpaid: refused, and the error says why.
+"$BIN" run -m "$M" --swarm "$BS" -p "$P" -n $N --temp 0 --ignore-eos --timeout-ms 3000 >"$TMP/free.out" 2>"$TMP/free.err"
+rc=$?
+[ $rc != 0 ] && grep -q "payment required" "$TMP/free.err" && ok "unpaid run refused: payment required (exit $rc)" \
+  || fail "unpaid run: exit $rc, $(tail -c 400 "$TMP/free.err")"
+
+# Paid.
+got=$("$BIN" run -m "$M" --swarm "$BS" -p "$P" -n $N --temp 0 --ignore-eos --pay $L --wallet-home "$TMP/buyer" \
+  --budget 5 2>"$TMP/pay.err")
+rc=$?
+[ $rc = 0 ] && [ "$got" = "$want" ] && ok "paid swarm run: same text as one process" \
+  || fail "paid run: exit $rc [$got] vs [$want] $(tail -c 600 "$TMP/pay.err")"
+line=$(grep "paid provider $PROV" "$TMP/pay.err")
+[ -n "$line" ] && ok "paid line: ${line#colony: }" || fail "no paid line: $(tail -c 400 "$TMP/pay.err")"
+NP=$(grep -o "prompt [0-9]* tokens" "$TMP/pay.err" | awk '{print $2}')
+tin=$(echo "$line" | grep -o "[0-9]* tokens in" | awk '{print $1}')
+tout=$(echo "$line" | grep -o "[0-9]* out" | awk '{print $1}')
+paid=$(echo "$line" | grep -o "([0-9]* micro-units" | tr -d '(' | awk '{print $1}')
+[ "$tin" = "$NP" ] && [ "$tout" = $((N - 1)) ] && ok "counted $tin in (the prompt), $tout out (n - 1 forwarded)" \
+  || fail "counts: in '$tin' (prompt $NP), out '$tout'"
+charge=$(( (tin * PIN + 999999) / 1000000 + (tout * POUT + 999999) / 1000000 ))
+[ "$paid" = "$charge" ] && ok "last voucher carries the charge: $charge micro-units" || fail "voucher $paid, charge $charge"
+
+# The provider redeems when the session ends.
+wait_log "$TMP/prov.log" "paid session settled" && ok "provider settled: $(grep -o 'paid session settled.*' "$TMP/prov.log" | head -1)" \
+  || fail "no settlement: $(grep -i 'redeem\|pay' "$TMP/prov.log" | tail -3)"
+fmt() { python3 -c "import sys; v=int(sys.argv[1]); print('%d.%06d' % (v // 1000000, v % 1000000))" "$1"; }
+out=$(W prov balance $L 2>/dev/null)
+[ "$out" = "balance $(fmt $charge)  stake 0.000000  reserved 0.000000" ] && ok "provider balance = charge ($out)" \
+  || fail "provider: '$out', charge $(fmt $charge)"
+out=$(W buyer balance $L 2>/dev/null)
+bal=$(echo "$out" | awk '{print $2}') res=$(echo "$out" | awk '{print $6}')
+sum=$(python3 -c "print('%.6f' % (float('$bal') + float('$res') + $charge / 1e6))")
+[ "$sum" = "$DEP.000000" ] && ok "buyer balance + reserved + paid = deposit ($out)" || fail "buyer: '$out' (+ $charge)"
+
+kill -TERM $LEDGER_PID; wait $LEDGER_PID 2>/dev/null
+out=$(W op audit --ledger "$TMP/ledger.db" 2>"$TMP/err")
+echo "$out" | grep -q "^audit ok: deposits $DEP.000000 .* redeemed $(fmt $charge)" && ok "ledger audit: ${out:0:60}..." \
+  || fail "audit: '$out' $(cat "$TMP/err")"
+finish
