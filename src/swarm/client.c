@@ -2,9 +2,7 @@
  * to the shard servers and the sessions of every job (see client.h). */
 #include "swarm/client.h"
 
-#include <inttypes.h>
 #include <pthread.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +11,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "market/channel.h"
 #include "net/ident.h"
 #include "net/peer.h"
+#include "swarm/client_pay.h"
 
 #define CL_MAX_SERVERS 256
 #define CL_TICK_MS 20
@@ -43,16 +41,7 @@ struct server {
 	double tokens;             /* pacing bucket */
 	uint64_t t_tokens;
 	struct qmsg *q_head, *q_tail;
-	int terms_state;           /* payments: 0 not asked, 1 asked, 2 known (per connection) */
-	wire_pay_t terms;          /* its PAY_TERMS */
-};
-
-/* A paid session of a job: one channel for one hop's session. */
-enum { CH_TERMS = 0, CH_RESERVING, CH_OPEN, CH_DONE };
-struct job_chan {
-	uint64_t server, sid;
-	int state;
-	chan_buyer_t b;
+	cpay_terms_t pay;          /* its PAY_TERMS (per connection) */
 };
 
 struct swarm_job {
@@ -76,9 +65,7 @@ struct swarm_job {
 	int started, finished;
 	int stopped_by_token, stopped_by_cb;
 	double t_first;
-	struct job_chan *chans;    /* payments (cfg.pay_wallet) */
-	int n_chans, cap_chans;
-	int pay_busy;              /* reserves on workers: the job is not reaped before they end */
+	cpay_job_t pay;            /* payments (cfg.pay_wallet) */
 	/* shared, under c->mu */
 	pthread_cond_t cond;
 	int32_t *toks;
@@ -310,208 +297,60 @@ static void send_cb(void *user, uint64_t server, const wire_msg_t *m)
 
 static void terms_ask(swarm_client_t *c, struct server *s)
 {
-	if (!c->cfg.pay_wallet || s->terms_state != 0 || !s->conn || !s->ready)
+	if (!c->cfg.pay_wallet || s->pay.state != CPAY_TERMS_UNASKED || !s->conn || !s->ready)
 		return;
 	wire_msg_t m;
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_PAY_TERMS_REQ;
 	m.u.pay.id = sid_of(c, s);
-	s->terms_state = 1;
+	s->pay.state = CPAY_TERMS_ASKED;
 	srv_send(c, s, &m);
 }
 
-static int terms_free(const wire_pay_t *t)
-{
-	static const uint8_t zero[WIRE_KEYLEN];
-	return memcmp(t->wallet, zero, WIRE_KEYLEN) == 0;
-}
-
-static struct job_chan *chan_find(struct swarm_job *j, uint64_t server, uint64_t sid)
-{
-	for (int i = 0; i < j->n_chans; i++)
-		if (j->chans[i].server == server && j->chans[i].sid == sid)
-			return &j->chans[i];
-	return NULL;
-}
-
-struct pay_work {
-	uv_work_t w;
-	swarm_client_t *c;
-	struct swarm_job *j;
-	uint64_t server, sid;
-	settle_reserve_t r;
-	uint8_t id[MARKET_IDLEN];
-	int rc;
-	err_msg_t e;
-};
-
 static void reap(swarm_client_t *c);
 
-/* On a libuv worker: the ledger call blocks for a round trip. */
-static void reserve_work(uv_work_t *w)
+/* cpay_ops_t of a job (client_pay.h) */
+static cpay_terms_t *pay_terms_op(void *user, uint64_t server)
 {
-	struct pay_work *pw = w->data;
-	pw->rc = settle_reserve(&pw->c->cfg.pay_settle, &pw->r, (int64_t)time(NULL), pw->id, &pw->e);
+	struct swarm_job *j = user;
+	swarm_client_t *c = j->c;
+	if (server < 1 || server > (uint64_t)c->n_srv)
+		return NULL;
+	return &c->srv[server - 1].pay;
 }
 
-static void reserve_done(uv_work_t *w, int status)
+static void pay_ask_op(void *user, uint64_t server)
 {
-	struct pay_work *pw = w->data;
-	swarm_client_t *c = pw->c;
-	struct swarm_job *j = pw->j;
-	j->pay_busy--;
-	struct job_chan *ch = chan_find(j, pw->server, pw->sid);
-	struct server *s = &c->srv[pw->server - 1];
-	if (status != 0 && pw->rc == 0)
-		pw->rc = err_set(&pw->e, ERR_IO, "reserve cancelled");
-	if (ch && j->sess && !j->finished && !c->closing) {
-		chan_terms_t t;
-		memset(&t, 0, sizeof(t));
-		memcpy(t.channel, pw->id, MARKET_IDLEN);
-		memcpy(t.buyer, pw->r.buyer, WALLET_PUBLEN);
-		memcpy(t.provider, pw->r.provider, WALLET_PUBLEN);
-		t.budget = pw->r.budget;
-		t.expiry = pw->r.expiry;
-		t.price_in = s->terms.price_in;
-		t.price_out = s->terms.price_out;
-		t.chunk = s->terms.chunk;
-		if (pw->rc == 0 && chan_buyer_init(&ch->b, &t) != 0)
-			pw->rc = err_set(&pw->e, ERR_INVAL, "unusable terms (price %" PRId64 "/%" PRId64 ", chunk %u)",
-					 t.price_in, t.price_out, s->terms.chunk);
-		if (pw->rc == 0) {
-			ch->state = CH_OPEN;
-			wire_msg_t m;
-			memset(&m, 0, sizeof(m));
-			m.type = WIRE_PAY_OPEN;
-			m.u.pay.id = pw->sid;
-			memcpy(m.u.pay.channel, t.channel, WIRE_KEYLEN);
-			memcpy(m.u.pay.wallet, t.buyer, WIRE_KEYLEN);
-			m.u.pay.budget = t.budget;
-			m.u.pay.expiry = t.expiry;
-			m.u.pay.price_in = t.price_in;
-			m.u.pay.price_out = t.price_out;
-			m.u.pay.chunk = s->terms.chunk;
-			m.u.pay.n_prompt = (uint32_t)j->n_prompt;
-			sess_pay_ready(j->sess, pw->server, pw->sid, &m);
-		} else {
-			ch->state = CH_DONE;
-			log_warn("client", "cannot reserve a channel: %s", pw->e.msg);
-			sess_pay_failed(j->sess, pw->server, pw->sid, pw->e.msg);
-		}
-	}
-	free(pw);
-	reap(c);
+	struct swarm_job *j = user;
+	if (server >= 1 && server <= (uint64_t)j->c->n_srv)
+		terms_ask(j->c, &j->c->srv[server - 1]);
 }
 
-static void reserve_start(swarm_client_t *c, struct swarm_job *j, struct job_chan *ch)
+static sess_t *pay_live_sess_op(void *user)
 {
-	struct server *s = &c->srv[ch->server - 1];
-	struct pay_work *pw = calloc(1, sizeof(*pw));
-	if (!pw) {
-		ch->state = CH_DONE;
-		sess_pay_failed(j->sess, ch->server, ch->sid, "out of memory");
-		return;
-	}
-	pw->w.data = pw;
-	pw->c = c;
-	pw->j = j;
-	pw->server = ch->server;
-	pw->sid = ch->sid;
-	memcpy(pw->r.buyer, wallet_pub(c->cfg.pay_wallet), WALLET_PUBLEN);
-	memcpy(pw->r.provider, s->terms.wallet, WALLET_PUBLEN);
-	pw->r.budget = c->cfg.pay_budget;
-	pw->r.expiry = (int64_t)time(NULL) + (c->cfg.pay_expiry_s ? c->cfg.pay_expiry_s : 3600);
-	randombytes_buf(pw->r.nonce, sizeof(pw->r.nonce));
-	ch->state = CH_RESERVING;
-	j->pay_busy++;
-	if (uv_queue_work(&c->loop, &pw->w, reserve_work, reserve_done) != 0) {
-		j->pay_busy--;
-		free(pw);
-		ch->state = CH_DONE;
-		sess_pay_failed(j->sess, ch->server, ch->sid, "cannot queue the reserve");
-	}
+	struct swarm_job *j = user;
+	return j->sess && !j->finished && !j->c->closing ? j->sess : NULL;
 }
 
-/* sess hook: a hop is about to open. Paid servers wait for a channel. */
+static void pay_reserved_op(void *user)
+{
+	struct swarm_job *j = user;
+	reap(j->c);
+}
+
+static const cpay_ops_t pay_ops = { pay_terms_op, pay_ask_op, pay_live_sess_op, pay_reserved_op };
+
+/* sess hooks */
 static int pay_open_cb(void *user, uint64_t server, uint64_t sid)
 {
 	struct swarm_job *j = user;
-	swarm_client_t *c = j->c;
-	if (!c->cfg.pay_wallet || server < 1 || server > (uint64_t)c->n_srv)
-		return 0;
-	struct server *s = &c->srv[server - 1];
-	if (s->terms_state == 2 && terms_free(&s->terms))
-		return 0;
-	if (j->n_chans == j->cap_chans) {
-		int cap = j->cap_chans ? j->cap_chans * 2 : 8;
-		struct job_chan *n = realloc(j->chans, sizeof(*n) * (size_t)cap);
-		if (!n)
-			return 0;   /* unpaid: a shard that requires payment refuses it */
-		j->chans = n;
-		j->cap_chans = cap;
-	}
-	struct job_chan *ch = &j->chans[j->n_chans++];
-	memset(ch, 0, sizeof(*ch));
-	ch->server = server;
-	ch->sid = sid;
-	ch->state = CH_TERMS;
-	/* Held (the hook may not call back into sess): the reserve starts now
-	 * if the terms are known, or when they arrive; either ends in
-	 * sess_pay_ready / sess_pay_failed from the loop. */
-	terms_ask(c, s);
-	return SESS_PAY_WAIT;
+	return cpay_open(&j->pay, server, sid);
 }
 
-/* Starts what waited for the terms: on a tick, never inside a sess call. */
-static void pay_kick(swarm_client_t *c, struct swarm_job *j)
-{
-	for (int i = 0; i < j->n_chans && j->sess && !j->finished; i++) {
-		struct job_chan *ch = &j->chans[i];
-		if (ch->state != CH_TERMS)
-			continue;
-		struct server *s = &c->srv[ch->server - 1];
-		if (s->terms_state != 2) {
-			terms_ask(c, s);
-			continue;
-		}
-		if (terms_free(&s->terms)) {
-			ch->state = CH_DONE;
-			sess_pay_ready(j->sess, ch->server, ch->sid, NULL);
-		} else
-			reserve_start(c, j, ch);
-		i = -1;   /* sess calls may have added channels (failover): rescan */
-	}
-}
-
-/* sess hook: rows a hop delivered; a voucher when a chunk is due (or at the end). */
 static int pay_count_cb(void *user, uint64_t server, uint64_t sid, int start, int n, int final, wire_msg_t *out)
 {
 	struct swarm_job *j = user;
-	swarm_client_t *c = j->c;
-	struct job_chan *ch = chan_find(j, server, sid);
-	if (!ch || ch->state != CH_OPEN)
-		return 0;
-	chan_buyer_t *b = &ch->b;
-	if (n > 0) {
-		int in = start >= j->n_prompt ? 0 : (start + n <= j->n_prompt ? n : j->n_prompt - start);
-		if (chan_buyer_count(b, (uint64_t)in, (uint64_t)(n - in)) != 0)
-			return 0;
-	}
-	uint64_t unpaid = b->in_tokens + b->out_tokens - b->paid_in - b->paid_out;
-	if (unpaid == 0 || (!final && unpaid < b->t.chunk))
-		return 0;
-	voucher_t v;
-	err_msg_t e = { { 0 } };
-	if (chan_buyer_voucher(b, c->cfg.pay_wallet, (int64_t)time(NULL), NULL, &v, &e) != 0) {
-		log_warn("client", "cannot sign a voucher: %s", e.msg);
-		return 0;
-	}
-	memset(out, 0, sizeof(*out));
-	out->type = WIRE_VOUCHER;
-	out->u.pay.id = sid;
-	if (voucher_encode(&v, out->u.pay.voucher) != 0)
-		return 0;
-	return 1;
+	return cpay_count(&j->pay, server, sid, start, n, final, out);
 }
 
 /* ---- jobs on the loop */
@@ -582,19 +421,7 @@ static void job_publish_done(struct swarm_job *j, int rc, const char *msg)
 	res.n_tokens = res.stats.n_generated;
 	res.seconds_prompt = j->t_first > 0 ? j->t_first - j->t_submit : 0;
 	res.seconds_gen = j->t_first > 0 && t_end > j->t_first ? t_end - j->t_first : 0;
-	for (int i = 0; i < j->n_chans && res.n_pay < SWARM_PAY_MAX_LINES; i++) {
-		const chan_buyer_t *b = &j->chans[i].b;
-		if (j->chans[i].state != CH_OPEN)
-			continue;
-		swarm_pay_line_t *l = &res.pay[res.n_pay++];
-		memcpy(l->provider, b->t.provider, WALLET_PUBLEN);
-		memcpy(l->channel, b->t.channel, sizeof(l->channel));
-		l->in_tokens = b->in_tokens;
-		l->out_tokens = b->out_tokens;
-		l->paid = b->paid;
-		l->price_in = b->t.price_in;
-		l->price_out = b->t.price_out;
-	}
+	cpay_lines(&j->pay, &res);
 	res.stopped_by_token = j->stopped_by_token;
 	res.cancelled = j->stopped_by_cb || __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
 	j->finished = 1;
@@ -742,7 +569,7 @@ static void job_destroy(struct swarm_job *j)
 	free(j->prompt);
 	free(j->stops);
 	free(j->toks);
-	free(j->chans);
+	cpay_job_close(&j->pay);
 	free(j);
 }
 
@@ -752,7 +579,7 @@ static void reap(swarm_client_t *c)
 	struct swarm_job **pp = &c->active;
 	while (*pp) {
 		struct swarm_job *j = *pp;
-		if (!j->finished || j->pay_busy) {
+		if (!j->finished || j->pay.busy) {
 			pp = &j->next;
 			continue;
 		}
@@ -909,7 +736,7 @@ static void on_state(peer_conn_t *pc, enum peer_state st, const char *why, void 
 		s->dialing = 0;
 		s->dial_failed = 0;
 		s->close_pending = 0;
-		s->terms_state = 0;
+		s->pay.state = CPAY_TERMS_UNASKED;
 		terms_ask(c, s);
 		candidates_refresh(c, s);
 		return;
@@ -963,11 +790,11 @@ static void on_msg(peer_conn_t *pc, const wire_msg_t *m, void *user)
 	if (m->type == WIRE_PAY_TERMS) {
 		if (!c->cfg.pay_wallet || m->u.pay.id != server)
 			return;
-		s->terms = m->u.pay;
-		s->terms_state = 2;
+		s->pay.terms = m->u.pay;
+		s->pay.state = CPAY_TERMS_KNOWN;
 		for (struct swarm_job *j = c->active; j; j = j->next)
 			if (j->started && !j->finished)
-				pay_kick(c, j);
+				cpay_kick(&j->pay, pay_live_sess_op(j));
 		return;
 	}
 	if (m->type == WIRE_ERROR) {
@@ -1147,7 +974,7 @@ static void on_timer(uv_timer_t *t)
 			job_try_start(c, j);
 		} else {
 			if (c->cfg.pay_wallet)
-				pay_kick(c, j);
+				cpay_kick(&j->pay, pay_live_sess_op(j));
 			sess_tick(j->sess, now);
 		}
 	}
@@ -1359,6 +1186,7 @@ int swarm_client_submit(swarm_client_t *c, const swarm_req_t *r, swarm_job_t **o
 	if (r->n_stop_tokens)
 		memcpy(j->stops, r->stop_tokens, sizeof(int32_t) * (size_t)r->n_stop_tokens);
 	j->n_prompt = r->n_prompt;
+	cpay_job_init(&j->pay, &c->loop, &c->cfg, &pay_ops, j, r->n_prompt);
 	j->n_predict = r->n_predict;
 	j->n_stops = r->n_stop_tokens;
 	j->sp = r->sp;

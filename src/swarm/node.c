@@ -85,6 +85,8 @@ struct node {
 	settle_remote_t *settle;
 	char ledger_host[256];
 	int ledger_port;
+	int64_t earned;             /* micro-units redeemed for paid sessions (atomic: redeemed
+	                               on the loop, or inline at shutdown) */
 	int loop_done;              /* uv_run has returned: no more workers */
 };
 
@@ -357,10 +359,12 @@ static void redeem_log(struct redeem_job *j)
 	if (j->rc)
 		log_warn("node", "redeem of channel %.16s (seq %llu) failed: %s", ch, (unsigned long long)j->v.seq,
 			 j->e.msg);
-	else
+	else {
+		__atomic_add_fetch(&j->n->earned, j->paid, __ATOMIC_RELAXED);
 		log_info("node", "paid session settled: channel %.16s seq %llu amount %lld, redeemed %lld (in %llu out %llu)",
 			 ch, (unsigned long long)j->v.seq, (long long)j->v.amount, (long long)j->paid,
 			 (unsigned long long)j->v.in_tokens, (unsigned long long)j->v.out_tokens);
+	}
 }
 
 static void redeem_work(uv_work_t *w) { redeem_run(w->data); }
@@ -549,12 +553,13 @@ static void ctl_answer(struct ctl_client *c)
 			"{\"id\":\"%s\",\"short\":\"%s\",\"network\":\"%s\",\"port\":%d,\"dht_port\":%u,"
 			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d,"
 			"\"sessions\":%d,\"kv_used\":%llu,\"steps\":%llu,\"rows\":%llu,\"max_batch\":%llu,"
-			"\"batched_steps\":%llu}\n",
+			"\"batched_steps\":%llu,\"earned\":%lld}\n",
 			ident_id_full(ident_pub(n->id), hex), ident_id_short(ident_pub(n->id), sid), n->cfg.network,
 			n->port, dht_node_port(n->dht), mid, n->serving ? "true" : "false", n->cfg.layer_a,
 			n->cfg.layer_b, n->n_known, peer_net_count(n->net), ss.sessions, (unsigned long long)ss.kv_used,
 			(unsigned long long)ss.steps, (unsigned long long)ss.rows, (unsigned long long)ss.max_batch,
-			(unsigned long long)ss.batched_steps);
+			(unsigned long long)ss.batched_steps,
+			(long long)__atomic_load_n(&n->earned, __ATOMIC_RELAXED));
 	} else {
 		out_printf(c, "{\"error\":\"unknown command (peers, status)\"}\n");
 	}

@@ -7,7 +7,8 @@
  * their RTT and throughput as moving averages (for routing). The control
  * socket (<home>/control.sock, mode 0600) answers one-line commands:
  *   "peers"  -> one JSON object per line for each known peer, then "."
- *   "status" -> one JSON object, then "."
+ *   "status" -> one JSON object, then "." (with "earned": the micro-units
+ *               redeemed at the ledger for paid sessions since start)
  * so `colony peers` and tests can read what the node knows.
  */
 #ifndef COLONY_SWARM_NODE_H

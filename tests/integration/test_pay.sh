@@ -72,6 +72,10 @@ fmt() { python3 -c "import sys; v=int(sys.argv[1]); print('%d.%06d' % (v // 1000
 out=$(W prov balance $L 2>/dev/null)
 [ "$out" = "balance $(fmt $charge)  stake 0.000000  reserved 0.000000" ] && ok "provider balance = charge ($out)" \
   || fail "provider: '$out', charge $(fmt $charge)"
+# The node reports what it has earned on its control socket.
+st=$("$BIN" peers --home "$TMP/prov" --status 2>&1)
+echo "$st" | grep -q "\"earned\":$charge\b" && ok "node status: earned $charge micro-units" \
+  || fail "node status has no earned $charge: ${st:0:300}"
 out=$(W buyer balance $L 2>/dev/null)
 bal=$(echo "$out" | awk '{print $2}') res=$(echo "$out" | awk '{print $6}')
 sum=$(python3 -c "print('%.6f' % (float('$bal') + float('$res') + $charge / 1e6))")
