@@ -361,13 +361,18 @@ static inline __m512i bcst32(const int8_t *p)
 	return _mm512_set1_epi32(v);
 }
 
-/* Q8_0-shaped tile: GR rows whose blocks are 32 int8 at wp[r] + b * bstride,
- * with scales dw[r * nb + b] and corrections corr[r * nb + b]. For each
- * (row, token): acc = fmaf(dw * dx, (float)isum, acc) over the blocks. */
-static void tile_q8(const kern_mm_args_t *a, int64_t row, int R, const int8_t *const *wp,
-		    size_t bstride, const float *dw, const int32_t *corr)
+/* Q8_0-shaped tile: GR rows of int8 weights, scales dw[b * GR + r] and bias
+ * corrections corr[b * GR + r]. For each (row, token): acc = fmaf(dw * dx,
+ * (float)isum, acc) over the blocks. The weights of row r, block b are
+ *   r16 = 0: 32 bytes at wp[r] + b * bstride (rows as in the file, or unpacked);
+ *   r16 = 1: dword k at base + (b / 2) * pstride + off0 + (b % 2) * 512 + 64k + 4r
+ *            (the R16 layout, kern.h). */
+static inline __attribute__((always_inline))
+void tile_q8_t(const kern_mm_args_t *a, int64_t row, int R, const int8_t *const *wp, size_t bstride,
+	       const char *base, size_t pstride, size_t off0, const float *dw, const int32_t *corr, const int r16)
 {
 	int64_t nb = a->W->cols / 32, ng = (a->n + GT - 1) / GT;
+	const size_t ks = r16 ? 64 : 4;
 	for (int64_t g = 0; g < ng; g++) {
 		__m512 acc[GR];
 #pragma GCC unroll 16
@@ -376,6 +381,7 @@ static void tile_q8(const kern_mm_args_t *a, int64_t row, int R, const int8_t *c
 		const char *xg = (const char *)a->xt + (size_t)g * nb * XT80_BYTES;
 		for (int64_t b = 0; b < nb; b++) {
 			const char *xb = xg + (size_t)b * XT80_BYTES;
+			const char *wb = r16 ? base + (size_t)(b >> 1) * pstride + off0 + (size_t)(b & 1) * 512 : NULL;
 			__m512i A[8];
 #pragma GCC unroll 8
 			for (int k = 0; k < 8; k++)
@@ -383,18 +389,30 @@ static void tile_q8(const kern_mm_args_t *a, int64_t row, int R, const int8_t *c
 			__m512 dx = _mm512_load_ps(xb + 512);
 #pragma GCC unroll 16
 			for (int r = 0; r < GR; r++) {
-				const int8_t *w = wp[r] + b * bstride;
+				const int8_t *w = r16 ? (const int8_t *)wb + 4 * r : wp[r] + b * bstride;
 				__m512i s = _mm512_setzero_si512();
 #pragma GCC unroll 8
 				for (int k = 0; k < 8; k++)
-					s = _mm512_dpbusd_epi32(s, A[k], bcst32(w + 4 * k));
-				s = _mm512_sub_epi32(s, _mm512_set1_epi32(corr[r * nb + b]));
-				__m512 d = _mm512_mul_ps(_mm512_set1_ps(dw[r * nb + b]), dx);
+					s = _mm512_dpbusd_epi32(s, A[k], bcst32(w + ks * k));
+				s = _mm512_sub_epi32(s, _mm512_set1_epi32(corr[b * GR + r]));
+				__m512 d = _mm512_mul_ps(_mm512_set1_ps(dw[b * GR + r]), dx);
 				acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[r]);
 			}
 		}
 		store_tile(a, g, row, acc, R);
 	}
+}
+
+static void tile_q8(const kern_mm_args_t *a, int64_t row, int R, const int8_t *const *wp, size_t bstride,
+		    const float *dw, const int32_t *corr)
+{
+	tile_q8_t(a, row, R, wp, bstride, NULL, 0, 0, dw, corr, 0);
+}
+
+static void tile_r16(const kern_mm_args_t *a, int64_t row, const char *base, size_t pstride, size_t off0,
+		     const float *dw, const int32_t *corr)
+{
+	tile_q8_t(a, row, GR, NULL, 0, base, pstride, off0, dw, corr, 1);
 }
 
 static inline int32_t sum_i8x32(const int8_t *w)
@@ -421,8 +439,8 @@ static void mm_q8_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
 				(size_t)(rb + (r < R ? r : R - 1)) * a->wrow);
 			wp[r] = blk->qs;
 			for (int64_t b = 0; b < nb; b++) {
-				dw[r * nb + b] = h2f(blk[b].d);
-				corr[r * nb + b] = 128 * sum_i8x32(blk[b].qs);
+				dw[b * GR + r] = h2f(blk[b].d);
+				corr[b * GR + r] = 128 * sum_i8x32(blk[b].qs);
 			}
 		}
 		tile_q8(a, rb, R, wp, sizeof(kern_block_q8_0), dw, corr);
@@ -451,8 +469,8 @@ static void mm_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
 			for (int64_t b = 0; b < nb; b++) {
 				__m256i q = _mm256_sub_epi8(unpack_q4_0(blk[b].qs), eight);
 				_mm256_storeu_si256((__m256i *)(u + 32 * b), q);
-				dw[r * nb + b] = h2f(blk[b].d);
-				corr[r * nb + b] = 128 * hsum_i32(dot4(_mm256_set1_epi8(1), q));
+				dw[b * GR + r] = h2f(blk[b].d);
+				corr[b * GR + r] = 128 * hsum_i32(dot4(_mm256_set1_epi8(1), q));
 			}
 		}
 		tile_q8(a, rb, R, wp, 32, dw, corr);
@@ -551,43 +569,10 @@ void gemv_r16(const kern_mm_args_t *a, int64_t r0, int64_t r1, int32_t *xs, cons
 	}
 }
 
-/* Larger batches: the token-tiled kernel of tile_q8, reading the weights
- * in place (dword k of row r of block b at Wb + 64k + 4r); Q4_0 groups are
- * first unpacked to int8 (q - 8) in that same layout. The scales and bias
- * corrections of a group come from whole vectors (one row per lane). */
-static void tile_r16(const kern_mm_args_t *a, int64_t row, const char *base, size_t pstride, size_t off0,
-		     const float *dw, const int32_t *corr)
-{
-	int64_t nb = a->W->cols / 32, ng = (a->n + GT - 1) / GT;
-	for (int64_t g = 0; g < ng; g++) {
-		__m512 acc[GR];
-#pragma GCC unroll 16
-		for (int r = 0; r < GR; r++)
-			acc[r] = _mm512_setzero_ps();
-		const char *xg = (const char *)a->xt + (size_t)g * nb * XT80_BYTES;
-		for (int64_t b = 0; b < nb; b++) {
-			const char *xb = xg + (size_t)b * XT80_BYTES;
-			const char *wb = base + (size_t)(b >> 1) * pstride + off0 + (size_t)(b & 1) * 512;
-			__m512i A[8];
-#pragma GCC unroll 8
-			for (int k = 0; k < 8; k++)
-				A[k] = _mm512_load_si512(xb + 64 * k);
-			__m512 dx = _mm512_load_ps(xb + 512);
-#pragma GCC unroll 16
-			for (int r = 0; r < GR; r++) {
-				__m512i s = _mm512_setzero_si512();
-#pragma GCC unroll 8
-				for (int k = 0; k < 8; k++)
-					s = _mm512_dpbusd_epi32(s, A[k], bcst32((const int8_t *)wb + 64 * k + 4 * r));
-				s = _mm512_sub_epi32(s, _mm512_set1_epi32(corr[b * 16 + r]));
-				__m512 d = _mm512_mul_ps(_mm512_set1_ps(dw[b * 16 + r]), dx);
-				acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[r]);
-			}
-		}
-		store_tile(a, g, row, acc, GR);
-	}
-}
-
+/* Larger batches: the token-tiled kernel reading the R16 weights in place;
+ * Q4_0 groups are first unpacked to int8 (q - 8) in that same layout. The
+ * scales and bias corrections of a group come from whole vectors (one row
+ * per lane). */
 static void mm_r16_tiled(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws, const int q4)
 {
 	int64_t nb = a->W->cols / 32;
