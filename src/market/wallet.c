@@ -11,6 +11,8 @@
 
 #include <sodium.h>
 
+#include "base/secfile.h"
+
 /* Plain key file (docs/PROTOCOL.md, "Wallet files"). */
 #define WK_MAGIC "COLONYWL"
 #define WK_VERSION 1u
@@ -148,151 +150,6 @@ static uint64_t get_u64le(const uint8_t *p)
 
 /* Reads a whole small file that only its owner may access into buf[cap].
  * *got = bytes read (cap + 1 means "longer than cap"). */
-static int read_secret_file(const char *path, uint8_t *buf, size_t cap, size_t *got, err_msg_t *e)
-{
-	*got = 0;
-	/* O_NOFOLLOW: a symlink planted in place of the key is refused, not followed. */
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return err_set(e, ERR_NOTFOUND, "%s: no such file", path);
-		return err_set(e, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-	}
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) != 0) {
-		rc = err_set(e, ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-	} else if (!S_ISREG(st.st_mode)) {
-		rc = err_set(e, ERR_INVAL, "%s: not a regular file", path);
-	} else if (st.st_mode & 077) {
-		rc = err_set(e, ERR_INVAL, "%s: mode %04o lets group or others access the wallet's secret key; "
-			"refusing it (run: chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
-	} else if (st.st_uid != geteuid()) {
-		rc = err_set(e, ERR_INVAL, "%s: owned by uid %u, not by this user (uid %u); refusing it",
-			path, (unsigned)st.st_uid, (unsigned)geteuid());
-	}
-	uint8_t extra;   /* one byte past cap tells "too long" */
-	while (rc == 0) {
-		uint8_t *dst = *got < cap ? buf + *got : &extra;
-		ssize_t r = read(fd, dst, *got < cap ? cap - *got : 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = err_set(e, ERR_IO, "%s: read failed: %s", path, strerror(errno));
-			break;
-		}
-		if (r == 0)
-			break;
-		if (*got >= cap) {
-			*got = cap + 1;
-			break;
-		}
-		*got += (size_t)r;
-	}
-	close(fd);
-	return rc;
-}
-
-static int write_all(int fd, const uint8_t *b, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, b, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		b += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static void dir_of(const char *path, char *dir, size_t cap)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash) {
-		snprintf(dir, cap, ".");
-	} else if (slash == path) {
-		snprintf(dir, cap, "/");
-	} else {
-		size_t n = (size_t)(slash - path);
-		if (n >= cap)
-			n = cap - 1;
-		memcpy(dir, path, n);
-		dir[n] = 0;
-	}
-}
-
-/* Writes b[n] as a new file at path, mode 0600, never replacing one: a
- * temporary file (O_EXCL), fsync, link() into place, fsync of the folder.
- * *exists = 1 (and ERR_IO) when path is already there. */
-static int write_new_secret_file(const char *path, const uint8_t *b, size_t n, int *exists, err_msg_t *e)
-{
-	char dir[PATH_MAX], tmp[PATH_MAX + 64];
-	*exists = 0;
-	dir_of(path, dir, sizeof(dir));
-	if (snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof(tmp))
-		return err_set(e, ERR_INVAL, "path too long: %s", path);
-	(void)unlink(tmp);   /* a leftover of a crashed process with our pid */
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return err_set(e, ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-	/* The umask can only remove bits; fchmod makes the mode exactly 0600. */
-	if (fchmod(fd, 0600) != 0 || write_all(fd, b, n) != 0 || fsync(fd) != 0) {
-		int err = errno;
-		close(fd);
-		unlink(tmp);
-		return err_set(e, ERR_IO, "cannot write %s: %s", tmp, strerror(err));
-	}
-	close(fd);
-	int rc = 0;
-	/* link() never replaces an existing file. */
-	if (link(tmp, path) != 0) {
-		int err = errno;
-		if (err == EEXIST) {
-			*exists = 1;
-			rc = err_set(e, ERR_IO, "%s already exists; refusing to overwrite it", path);
-		} else if ((err == EPERM || err == ENOTSUP || err == EOPNOTSUPP) && access(path, F_OK) != 0) {
-			/* File systems without hard links: rename (a tiny window remains). */
-			if (rename(tmp, path) != 0)
-				rc = err_set(e, ERR_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));
-		} else {
-			rc = err_set(e, ERR_IO, "cannot link %s to %s: %s", tmp, path, strerror(err));
-		}
-	}
-	unlink(tmp);
-	if (rc == 0) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			(void)fsync(dfd);   /* make the new name durable */
-			close(dfd);
-		}
-	}
-	return rc;
-}
-
-static int mkdir_p(const char *dir, err_msg_t *e)
-{
-	char p[PATH_MAX];
-	size_t n = strlen(dir);
-	if (n == 0 || n >= sizeof(p))
-		return err_set(e, ERR_INVAL, "home directory path is empty or too long");
-	memcpy(p, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (p[i] != '/' && p[i] != 0)
-			continue;
-		char c = p[i];
-		p[i] = 0;
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return err_set(e, ERR_IO, "cannot create directory %s: %s", p, strerror(errno));
-		p[i] = c;
-	}
-	struct stat st;
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return err_set(e, ERR_IO, "%s is not a directory", dir);
-	return 0;
-}
-
 /* The plain key file of a seed. */
 static void keyfile_build(const uint8_t seed[WALLET_SEEDLEN], uint8_t b[WALLET_FILE_SIZE])
 {
@@ -336,7 +193,7 @@ int wallet_load_file(const char *path, wallet_t **out, err_msg_t *e)
 		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
 	uint8_t buf[WALLET_FILE_SIZE];
 	size_t got = 0;
-	int rc = read_secret_file(path, buf, sizeof(buf), &got, e);
+	int rc = secfile_read(path, "the wallet's secret key", buf, sizeof(buf), &got, e);
 	if (rc == 0 && got != WALLET_FILE_SIZE)
 		rc = err_set(e, ERR_FORMAT, "%s: %s%zu bytes, a wallet key file has exactly %d", path,
 			got > WALLET_FILE_SIZE ? "more than " : "", got > WALLET_FILE_SIZE ? (size_t)WALLET_FILE_SIZE : got,
@@ -361,7 +218,7 @@ int wallet_load_or_create(const char *home, wallet_t **out, int *created, err_ms
 		*created = 0;
 	if (sodium_init() < 0)
 		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
-	int rc = mkdir_p(home, e);
+	int rc = secfile_mkdir_p(home, e);
 	char path[PATH_MAX];
 	if (rc == 0)
 		rc = home_key_path(home, path, sizeof(path), e);
@@ -374,7 +231,7 @@ int wallet_load_or_create(const char *home, wallet_t **out, int *created, err_ms
 	randombytes_buf(seed, sizeof(seed));
 	keyfile_build(seed, b);
 	int exists = 0;
-	rc = write_new_secret_file(path, b, sizeof(b), &exists, e);
+	rc = secfile_create(path, b, sizeof(b), &exists, e);
 	sodium_memzero(seed, sizeof(seed));
 	sodium_memzero(b, sizeof(b));
 	if (rc && !exists)
@@ -416,7 +273,7 @@ int wallet_export(const wallet_t *w, const char *path, const char *passphrase,
 	int exists = 0, rc;
 	if (!passphrase) {
 		keyfile_build(w->sk, b);            /* sk starts with the seed */
-		rc = write_new_secret_file(path, b, WALLET_FILE_SIZE, &exists, e);
+		rc = secfile_create(path, b, WALLET_FILE_SIZE, &exists, e);
 		sodium_memzero(b, sizeof(b));
 		return rc;
 	}
@@ -441,7 +298,7 @@ int wallet_export(const wallet_t *w, const char *path, const char *passphrase,
 	if (rc == 0) {
 		crypto_secretbox_easy(b + WE_OFF_BOX, w->sk, WALLET_SEEDLEN, b + WE_OFF_NONCE, key);
 		crypto_generichash(b + WE_OFF_SUM, WK_SUMLEN, b, WE_OFF_SUM, NULL, 0);
-		rc = write_new_secret_file(path, b, sizeof(b), &exists, e);
+		rc = secfile_create(path, b, sizeof(b), &exists, e);
 	}
 	sodium_memzero(key, sizeof(key));
 	sodium_memzero(b, sizeof(b));
@@ -493,7 +350,7 @@ int wallet_read_backup(const char *path, const char *passphrase, wallet_t **out,
 		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
 	uint8_t b[WALLET_EXPORT_ENC_SIZE];
 	size_t got = 0;
-	int rc = read_secret_file(path, b, sizeof(b), &got, e);
+	int rc = secfile_read(path, "the wallet's secret key", b, sizeof(b), &got, e);
 	if (rc == 0) {
 		if (got >= 8 && memcmp(b, WK_MAGIC, 8) == 0 && got == WALLET_FILE_SIZE)
 			rc = keyfile_parse(b, path, out, e);
@@ -518,14 +375,14 @@ int wallet_import(const char *home, const char *path, const char *passphrase,
 	int rc = wallet_read_backup(path, passphrase, &w, e);
 	char kp[PATH_MAX];
 	if (rc == 0)
-		rc = mkdir_p(home, e);
+		rc = secfile_mkdir_p(home, e);
 	if (rc == 0)
 		rc = home_key_path(home, kp, sizeof(kp), e);
 	if (rc == 0) {
 		uint8_t b[WALLET_FILE_SIZE];
 		int exists = 0;
 		keyfile_build(w->sk, b);
-		rc = write_new_secret_file(kp, b, sizeof(b), &exists, e);
+		rc = secfile_create(kp, b, sizeof(b), &exists, e);
 		sodium_memzero(b, sizeof(b));
 		if (exists)
 			rc = err_set(e, ERR_INVAL, "%s already has a wallet (%s); move it away first", home, kp);

@@ -11,6 +11,8 @@
 
 #include <sodium.h>
 
+#include "base/secfile.h"
+
 /* Key file layout (docs/PROTOCOL.md, "Identity key file"). */
 #define KF_MAGIC "COLONYID"
 #define KF_VERSION 1u
@@ -169,105 +171,23 @@ static int keyfile_parse(const uint8_t *b, const char *path, ident_t **out, err_
 int ident_load_file(const char *path, ident_t **out, err_msg_t *e)
 {
 	*out = NULL;
-	/* O_NOFOLLOW: a symlink planted in place of the key is refused, not followed. */
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return err_set(e, ERR_NOTFOUND, "%s: no such file", path);
-		return err_set(e, ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-	}
-	struct stat st;
-	int rc = 0;
-	uint8_t buf[IDENT_FILE_SIZE + 1];
-	if (fstat(fd, &st) != 0) {
-		rc = err_set(e, ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = err_set(e, ERR_INVAL, "%s: not a regular file", path);
-		goto out;
-	}
-	if (st.st_mode & 077) {
-		rc = err_set(e, ERR_INVAL, "%s: mode %04o lets group or others access the node's secret key; "
-			"refusing it (run: chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
-		goto out;
-	}
-	if (st.st_uid != geteuid()) {
-		rc = err_set(e, ERR_INVAL, "%s: owned by uid %u, not by this user (uid %u); refusing it",
-			path, (unsigned)st.st_uid, (unsigned)geteuid());
-		goto out;
-	}
+	uint8_t buf[IDENT_FILE_SIZE];
 	size_t got = 0;
-	while (got < sizeof(buf)) {
-		ssize_t r = read(fd, buf + got, sizeof(buf) - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = err_set(e, ERR_IO, "%s: read failed: %s", path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	if (got != IDENT_FILE_SIZE) {
+	int rc = secfile_read(path, "the node's secret key", buf, sizeof(buf), &got, e);
+	if (rc == 0 && got != IDENT_FILE_SIZE)
 		rc = err_set(e, ERR_FORMAT, "%s: %s%zu bytes, a key file has exactly %d", path,
 			got > IDENT_FILE_SIZE ? "more than " : "", got > IDENT_FILE_SIZE ? (size_t)IDENT_FILE_SIZE : got,
 			IDENT_FILE_SIZE);
-		goto out;
-	}
-	rc = keyfile_parse(buf, path, out, e);
-out:
+	if (rc == 0)
+		rc = keyfile_parse(buf, path, out, e);
 	sodium_memzero(buf, sizeof(buf));
-	close(fd);
 	return rc;
 }
 
-/* mkdir -p with mode 0700 for the components it creates. */
-static int mkdir_p(const char *dir, err_msg_t *e)
+/* Writes a new key file at path; *lost_race = 1 when another process
+ * created it first (then that one is the key). */
+static int keyfile_create(const char *path, int *lost_race, err_msg_t *e)
 {
-	char p[PATH_MAX];
-	size_t n = strlen(dir);
-	if (n == 0 || n >= sizeof(p))
-		return err_set(e, ERR_INVAL, "home directory path is empty or too long");
-	memcpy(p, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (p[i] != '/' && p[i] != 0)
-			continue;
-		char c = p[i];
-		p[i] = 0;
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return err_set(e, ERR_IO, "cannot create directory %s: %s", p, strerror(errno));
-		p[i] = c;
-	}
-	struct stat st;
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return err_set(e, ERR_IO, "%s is not a directory", dir);
-	return 0;
-}
-
-static int write_all(int fd, const uint8_t *b, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, b, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		b += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* Writes a new key file at path. ERR_IO with errno EEXIST semantics are
- * reported as *lost_race = 1 (another process created it first). */
-static int keyfile_create(const char *dir, const char *path, int *lost_race, err_msg_t *e)
-{
-	*lost_race = 0;
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, IDENT_FILE_NAME, (long)getpid()) >= (int)sizeof(tmp))
-		return err_set(e, ERR_INVAL, "home directory path too long");
 	uint8_t b[IDENT_FILE_SIZE], pub[IDENT_PUBLEN], sk[crypto_sign_SECRETKEYBYTES];
 	memcpy(b, KF_MAGIC, 8);
 	put_u32le(b + KF_OFF_VERSION, KF_VERSION);
@@ -276,45 +196,9 @@ static int keyfile_create(const char *dir, const char *path, int *lost_race, err
 	memcpy(b + KF_OFF_PUB, pub, IDENT_PUBLEN);
 	crypto_generichash(b + KF_OFF_SUM, KF_SUMLEN, b, KF_OFF_SUM, NULL, 0);
 	sodium_memzero(sk, sizeof(sk));
-
-	int rc = 0;
-	(void)unlink(tmp);   /* a leftover of a crash of a process with our pid */
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = err_set(e, ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-		goto wipe;
-	}
-	/* The umask can only remove bits; fchmod makes the mode exactly 0600. */
-	if (fchmod(fd, 0600) != 0 || write_all(fd, b, sizeof(b)) != 0 || fsync(fd) != 0) {
-		rc = err_set(e, ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
-		goto wipe;
-	}
-	close(fd);
-	/* link() never replaces an existing file, so a concurrent first start
-	 * cannot swap the key under a process that already loaded it. */
-	if (link(tmp, path) != 0) {
-		int err = errno;
-		if (err == EEXIST) {
-			*lost_race = 1;
-		} else if ((err == EPERM || err == ENOTSUP || err == EOPNOTSUPP) && access(path, F_OK) != 0) {
-			/* File systems without hard links: rename (a tiny window remains). */
-			if (rename(tmp, path) != 0)
-				rc = err_set(e, ERR_IO, "cannot move %s to %s: %s", tmp, path, strerror(errno));
-		} else {
-			rc = err_set(e, ERR_IO, "cannot link %s to %s: %s", tmp, path, strerror(err));
-		}
-	}
-	unlink(tmp);
-	if (rc == 0) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			(void)fsync(dfd);   /* make the new name durable */
-			close(dfd);
-		}
-	}
-wipe:
+	int rc = secfile_create(path, b, sizeof(b), lost_race, e);
+	if (*lost_race)
+		rc = 0;
 	sodium_memzero(b, sizeof(b));
 	return rc;
 }
@@ -326,7 +210,7 @@ int ident_load_or_create(const char *home, ident_t **out, int *created, err_msg_
 		*created = 0;
 	if (sodium_init() < 0)
 		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
-	int rc = mkdir_p(home, e);
+	int rc = secfile_mkdir_p(home, e);
 	if (rc)
 		return rc;
 	char path[PATH_MAX];
@@ -336,7 +220,7 @@ int ident_load_or_create(const char *home, ident_t **out, int *created, err_msg_
 	if (rc != ERR_NOTFOUND)
 		return rc;
 	int lost = 0;
-	rc = keyfile_create(home, path, &lost, e);
+	rc = keyfile_create(path, &lost, e);
 	if (rc)
 		return rc;
 	rc = ident_load_file(path, out, e);
