@@ -1,6 +1,7 @@
 /* ledger.c - the SQLite settlement backend (see ledger.h and settle.h). */
 #include "market/ledger.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -95,8 +96,14 @@ static const char *const stmt_sql[S_COUNT] = {
 struct ledger {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
-	pthread_mutex_t mu;
+	pthread_mutex_t mu;          /* recursive: ledger_guarded holds it around an operation */
 	ledger_opts_t o;
+	/* ledger_guarded's request nonce, taken by the operation's own
+	 * transaction (tx_begin) so that both commit together; only set while
+	 * ledger_guarded holds mu. */
+	const uint8_t *g_wallet;
+	int64_t g_nonce;
+	int g_taken;
 };
 
 void ledger_opts_default(ledger_opts_t *o)
@@ -134,9 +141,21 @@ static int step_done(ledger_t *l, sqlite3_stmt *s, err_msg_t *e, const char *wha
 	return 0;
 }
 
+static int do_nonce(ledger_t *l, const uint8_t *wallet, int64_t nonce, err_msg_t *e);
+
 static int tx_begin(ledger_t *l, err_msg_t *e)
 {
-	return step_done(l, stmt(l, S_BEGIN), e, "begin (another writer held the database too long?)");
+	int rc = step_done(l, stmt(l, S_BEGIN), e, "begin (another writer held the database too long?)");
+	if (rc == 0 && l->g_wallet && !l->g_taken) {
+		rc = do_nonce(l, l->g_wallet, l->g_nonce, e);
+		if (rc) {
+			err_msg_t ignore;
+			(void)step_done(l, stmt(l, S_ROLLBACK), &ignore, "rollback");
+		} else {
+			l->g_taken = 1;
+		}
+	}
+	return rc;
 }
 
 /* Commits if rc == 0, rolls back otherwise; returns rc or the commit's error. */
@@ -151,6 +170,7 @@ static int tx_end(ledger_t *l, int rc, err_msg_t *e)
 		err_msg_t ignore;
 		(void)step_done(l, stmt(l, S_ROLLBACK), &ignore, "rollback");
 	}
+	l->g_taken = 0;   /* a guard nonce taken in this transaction went with it */
 	return rc;
 }
 
@@ -308,7 +328,11 @@ int ledger_open(const char *path, const ledger_opts_t *opts, ledger_t **out, err
 		ledger_opts_default(&l->o);
 	if (l->o.window < 0)
 		l->o.window = 0;
-	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&l->mu, &ma);
+	pthread_mutexattr_destroy(&ma);
 	/* The money database is nobody else's business: create it 0600 (SQLite
 	 * gives its -wal and -shm files the main file's mode). */
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -789,6 +813,25 @@ static int do_nonce(ledger_t *l, const uint8_t *wallet, int64_t nonce, err_msg_t
 	return rc;
 }
 
+static int nonce_check(ledger_t *l, const uint8_t *wallet, uint64_t nonce, err_msg_t *e)
+{
+	if (nonce == 0 || nonce > (uint64_t)INT64_MAX)
+		return err_set(e, ERR_RANGE, "request nonce %llu is outside 1..2^63-1", (unsigned long long)nonce);
+	int rc = 0;
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(l->db, "SELECT last FROM nonces WHERE wallet = ?1", -1, &s, NULL) != SQLITE_OK)
+		return db_err(l, SQLITE_ERROR, e, "nonce lookup");
+	bind_key(s, 1, wallet);
+	int st = sqlite3_step(s);
+	if (st == SQLITE_ROW && sqlite3_column_int64(s, 0) >= (int64_t)nonce)
+		rc = err_set(e, ERR_INVAL, "replayed or stale request: nonce %llu is not above the last accepted (%lld)",
+			(unsigned long long)nonce, (long long)sqlite3_column_int64(s, 0));
+	else if (st != SQLITE_ROW && st != SQLITE_DONE)
+		rc = db_err(l, st, e, "nonce lookup");
+	sqlite3_finalize(s);
+	return rc;
+}
+
 int ledger_nonce_take(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce, err_msg_t *e)
 {
 	if (nonce == 0 || nonce > (uint64_t)INT64_MAX)
@@ -799,6 +842,36 @@ int ledger_nonce_take(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t
 		if (rc == 0)
 			rc = tx_end(l, do_nonce(l, wallet, (int64_t)nonce, e), e);
 	});
+	return rc;
+}
+
+int ledger_guarded(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce,
+	int (*op)(void *arg, err_msg_t *e), void *arg, err_msg_t *e)
+{
+	int rc;
+	pthread_mutex_lock(&l->mu);
+	assert(!l->g_wallet);   /* not nested */
+	rc = nonce_check(l, wallet, nonce, e);
+	if (rc == 0) {
+		l->g_wallet = wallet;
+		l->g_nonce = (int64_t)nonce;
+		l->g_taken = 0;
+		rc = op(arg, e);
+		int taken = l->g_taken;
+		l->g_wallet = NULL;
+		l->g_taken = 0;
+		/* A read, or an operation refused or rolled back, did not take
+		 * the nonce: take it now, so the request cannot be replayed. */
+		if (!taken) {
+			err_msg_t e2 = { "" };
+			int r2 = ledger_nonce_take(l, wallet, nonce, &e2);
+			if (r2 && rc == 0) {
+				rc = r2;
+				*e = e2;
+			}
+		}
+	}
+	pthread_mutex_unlock(&l->mu);
 	return rc;
 }
 

@@ -70,6 +70,17 @@ int ledger_channel(ledger_t *l, const uint8_t id[MARKET_IDLEN], settle_channel_t
  * otherwise. */
 int ledger_nonce_take(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce, err_msg_t *e) WUR;
 
+/* Runs op(arg) as the request of wallet numbered nonce, so that a request
+ * runs at most once even across a crash: the nonce is checked first
+ * (ERR_INVAL "replayed or stale request"; op does not run), then taken in
+ * the same SQLite transaction as op's write, which therefore commits both
+ * or neither. If op writes nothing (a read) or fails, the nonce is taken
+ * in a transaction of its own afterwards. op must call this ledger's
+ * operations from the calling thread, at most one writing one; other
+ * threads' calls wait until it returns. Not nestable. */
+int ledger_guarded(ledger_t *l, const uint8_t wallet[WALLET_PUBLEN], uint64_t nonce,
+	int (*op)(void *arg, err_msg_t *e), void *arg, err_msg_t *e) WUR;
+
 typedef struct ledger_totals {
 	amount_t deposits, withdrawals;
 	amount_t balances, stakes, reserved;  /* sums over accounts and channels */

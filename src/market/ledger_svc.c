@@ -182,6 +182,19 @@ static int run_op(const ledger_svc_cfg_t *cfg, const wire_ledger_req_t *q, int64
 	return rc;
 }
 
+struct op_call {
+	const ledger_svc_cfg_t *cfg;
+	const wire_ledger_req_t *q;
+	int64_t now;
+	wire_ledger_resp_t *out;
+};
+
+static int op_call_run(void *arg, err_msg_t *e)
+{
+	struct op_call *c = arg;
+	return run_op(c->cfg, c->q, c->now, c->out, e);
+}
+
 void ledger_svc_exec(const ledger_svc_cfg_t *cfg, const wire_ledger_req_t *q, int64_t now, wire_ledger_resp_t *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -191,10 +204,12 @@ void ledger_svc_exec(const ledger_svc_cfg_t *cfg, const wire_ledger_req_t *q, in
 	int rc = ledger_req_verify(q, cfg->ledger_id, &e);
 	if (rc == 0)
 		rc = authorize(cfg, q, &e);
-	if (rc == 0)
-		rc = ledger_nonce_take(cfg->ledger, q->wallet, q->nonce, &e);
-	if (rc == 0)
-		rc = run_op(cfg, q, now, out, &e);
+	if (rc == 0) {
+		/* The nonce commits with the operation's own transaction: a crash
+		 * cannot spend it without the operation, nor run it twice. */
+		struct op_call c = { cfg, q, now, out };
+		rc = ledger_guarded(cfg->ledger, q->wallet, q->nonce, op_call_run, &c, &e);
+	}
 	if (rc) {
 		uint8_t op = out->op;
 		uint64_t id = out->req_id;

@@ -343,6 +343,25 @@ static int backup_decrypt(const uint8_t *b, const char *path, const char *pass, 
 	return rc;
 }
 
+int wallet_parse_backup(const uint8_t *b, size_t got, const char *name, const char *passphrase,
+	wallet_t **out, err_msg_t *e)
+{
+	*out = NULL;
+	if (sodium_init() < 0)
+		return err_set(e, ERR_UNSUPPORTED, "libsodium failed to initialise");
+	/* got may be one more than the largest kind: "longer than that". */
+	if (got >= 8 && memcmp(b, WK_MAGIC, 8) == 0 && got == WALLET_FILE_SIZE)
+		return keyfile_parse(b, name, out, e);
+	if (got >= 8 && memcmp(b, WE_MAGIC, 8) == 0 && got == WALLET_EXPORT_ENC_SIZE)
+		return backup_decrypt(b, name, passphrase, out, e);
+	if (got >= 8 && (memcmp(b, WK_MAGIC, 8) == 0 || memcmp(b, WE_MAGIC, 8) == 0))
+		return err_set(e, ERR_FORMAT, "%s: %zu bytes, a wallet backup has %d (plain) or %d (encrypted)%s",
+			name, got > WALLET_EXPORT_ENC_SIZE ? (size_t)WALLET_EXPORT_ENC_SIZE : got, WALLET_FILE_SIZE,
+			WALLET_EXPORT_ENC_SIZE, got > WALLET_EXPORT_ENC_SIZE ? " or more" : "");
+	return err_set(e, ERR_FORMAT, "%s: not a colony wallet backup (%s)", name,
+		got < 8 ? "too short" : "bad magic");
+}
+
 int wallet_read_backup(const char *path, const char *passphrase, wallet_t **out, err_msg_t *e)
 {
 	*out = NULL;
@@ -351,18 +370,8 @@ int wallet_read_backup(const char *path, const char *passphrase, wallet_t **out,
 	uint8_t b[WALLET_EXPORT_ENC_SIZE];
 	size_t got = 0;
 	int rc = secfile_read(path, "the wallet's secret key", b, sizeof(b), &got, e);
-	if (rc == 0) {
-		if (got >= 8 && memcmp(b, WK_MAGIC, 8) == 0 && got == WALLET_FILE_SIZE)
-			rc = keyfile_parse(b, path, out, e);
-		else if (got >= 8 && memcmp(b, WE_MAGIC, 8) == 0 && got == WALLET_EXPORT_ENC_SIZE)
-			rc = backup_decrypt(b, path, passphrase, out, e);
-		else if (got >= 8 && (memcmp(b, WK_MAGIC, 8) == 0 || memcmp(b, WE_MAGIC, 8) == 0))
-			rc = err_set(e, ERR_FORMAT, "%s: %zu bytes, a wallet backup has %d (plain) or %d (encrypted)%s",
-				path, got > sizeof(b) ? sizeof(b) : got, WALLET_FILE_SIZE, WALLET_EXPORT_ENC_SIZE,
-				got > sizeof(b) ? " or more" : "");
-		else
-			rc = err_set(e, ERR_FORMAT, "%s: not a colony wallet backup (bad magic)", path);
-	}
+	if (rc == 0)
+		rc = wallet_parse_backup(b, got, path, passphrase, out, e);
 	sodium_memzero(b, sizeof(b));
 	return rc;
 }

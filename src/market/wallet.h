@@ -95,6 +95,12 @@ int wallet_export(const wallet_t *w, const char *path, const char *passphrase,
  * (the message says so). */
 int wallet_read_backup(const char *path, const char *passphrase, wallet_t **out, err_msg_t *e) WUR;
 
+/* The parser behind wallet_read_backup, on bytes already read: b[0..got),
+ * where got == WALLET_EXPORT_ENC_SIZE + 1 means "longer than any backup".
+ * name only labels messages. Same results as wallet_read_backup. */
+int wallet_parse_backup(const uint8_t *b, size_t got, const char *name, const char *passphrase,
+	wallet_t **out, err_msg_t *e) WUR;
+
 /* wallet_read_backup, then installs it as <home>/wallet.key (mode 0600,
  * never replacing an existing one: ERR_INVAL "already has a wallet"). */
 int wallet_import(const char *home, const char *path, const char *passphrase,

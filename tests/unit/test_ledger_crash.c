@@ -9,7 +9,11 @@
  * a small set and vouchers are deterministic (ed25519 signatures are), so
  * every child re-reserves (idempotently) and re-redeems the channels and
  * vouchers of the children killed before it: a voucher paid before a crash
- * must pay nothing after it. */
+ * must pay nothing after it.
+ *
+ * Then 30 kills of a process running the ledger service's guarded requests
+ * (ledger_guarded: nonce and operation in one transaction): no nonce is
+ * ever spent without its operation, and no operation runs twice. */
 #define _GNU_SOURCE   /* nftw */
 #include <ftw.h>
 #include <signal.h>
@@ -159,12 +163,19 @@ static void child(const char *path, uint64_t seed, int64_t t0)
 	}
 }
 
-static void test_ledger_sigkill(void)
+static void tmproot_make(void)
 {
+	if (tmproot[0])
+		return;
 	const char *t = getenv("TMPDIR");
 	snprintf(tmproot, sizeof(tmproot), "%s/test_ledger_crash.XXXXXX", t && *t ? t : "/tmp");
 	REQUIRE(mkdtemp(tmproot) != NULL);
 	atexit(cleanup);
+}
+
+static void test_ledger_sigkill(void)
+{
+	tmproot_make();
 	char path[700];
 	snprintf(path, sizeof(path), "%s/ledger.db", tmproot);
 	int64_t t0 = (int64_t)time(NULL);
@@ -253,4 +264,102 @@ static void test_ledger_sigkill(void)
 		wallet_free(provs[i]);
 }
 
-TEST_MAIN(test_ledger_sigkill)
+/* ---- guarded requests: nonce and operation commit together ---- */
+
+struct dep1 {
+	ledger_t *l;
+	const uint8_t *addr;
+};
+
+static int dep1_run(void *arg, err_msg_t *e)
+{
+	struct dep1 *d = arg;
+	return ledger_deposit(d->l, d->addr, 1, e);
+}
+
+static int read_run(void *arg, err_msg_t *e)
+{
+	struct dep1 *d = arg;
+	settle_account_t a;
+	return ledger_account(d->l, d->addr, &a, e);
+}
+
+static int wd_huge_run(void *arg, err_msg_t *e)
+{
+	struct dep1 *d = arg;
+	return ledger_withdraw(d->l, d->addr, AMOUNT_MAX, e);
+}
+
+static amount_t balance_of(ledger_t *l, const uint8_t *addr)
+{
+	settle_account_t a;
+	err_msg_t e = { "" };
+	if (ledger_account(l, addr, &a, &e) != 0)
+		return -1;
+	return a.balance;
+}
+
+/* Deposits of 1 micro-unit, request n carrying nonce n: after any crash the
+ * balance must equal the last nonce taken, so the next child starts at
+ * balance + 1 and is refused if a nonce was ever spent without its deposit
+ * (or ran twice). */
+static void guarded_child(const char *path, const uint8_t *addr)
+{
+	ledger_t *l = NULL;
+	err_msg_t e = { "" };
+	if (ledger_open(path, NULL, &l, &e) != 0)
+		_exit(2);
+	amount_t b = balance_of(l, addr);
+	if (b < 0)
+		_exit(2);
+	struct dep1 d = { l, addr };
+	for (uint64_t n = (uint64_t)b + 1;; n++)
+		if (ledger_guarded(l, addr, n, dep1_run, &d, &e) != 0) {
+			fprintf(stderr, "guarded child: nonce %llu: %s\n", (unsigned long long)n, e.msg);
+			_exit(2);
+		}
+}
+
+static void test_guarded_sigkill(void)
+{
+	tmproot_make();
+	char path[700];
+	snprintf(path, sizeof(path), "%s/guarded.db", tmproot);
+	wallet_t *w = wallet_seeded(77);
+	const uint8_t *addr = wallet_pub(w);
+	uint64_t x = (uint64_t)time(NULL) * 40503u | 1;
+	err_msg_t e = { "" };
+	for (int it = 0; it < 30; it++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			guarded_child(path, addr);
+		usleep((useconds_t)(3000 + rnd(&x) % 40000));
+		kill(pid, SIGKILL);
+		int st = 0;
+		REQUIRE(waitpid(pid, &st, 0) == pid);
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
+			fprintf(stderr, "  iteration %d: the guarded child failed (status %d)\n", it, st);
+			CHECK(0);
+			break;
+		}
+	}
+	ledger_t *l = NULL;
+	REQUIRE(ledger_open(path, NULL, &l, &e) == 0);
+	amount_t b = balance_of(l, addr);
+	fprintf(stderr, "  30 kills of guarded deposits: %lld deposits, each with its own nonce\n", (long long)b);
+	CHECK(b > 0);
+	struct dep1 d = { l, addr };
+	/* The last nonce is exactly the balance: it is refused, the next passes. */
+	CHECK(ledger_guarded(l, addr, (uint64_t)b, read_run, &d, &e) == ERR_INVAL);
+	CHECK_OK(ledger_guarded(l, addr, (uint64_t)b + 1, read_run, &d, &e));
+	/* A refused operation still spends its nonce. */
+	CHECK(ledger_guarded(l, addr, (uint64_t)b + 2, wd_huge_run, &d, &e) == ERR_RANGE);
+	CHECK(ledger_guarded(l, addr, (uint64_t)b + 2, read_run, &d, &e) == ERR_INVAL);
+	CHECK_OK(ledger_guarded(l, addr, (uint64_t)b + 3, dep1_run, &d, &e));
+	CHECK_EQ_INT(balance_of(l, addr), b + 1);
+	ledger_free(l);
+	wallet_free(w);
+}
+
+TEST_MAIN(test_ledger_sigkill, test_guarded_sigkill)
