@@ -21,9 +21,11 @@
 #include "api/assets.h"
 #include "api/metrics.h"
 #include "api/oai.h"
+#include "api/skill_pay.h"
 #include "api/status.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/sbuf.h"
 #include "infer/chat.h"
 #include "model/manifest.h"
 #include "model/model.h"
@@ -50,6 +52,7 @@ struct http_gw {
 	int64_t created;
 	swarm_client_t *client;
 	dht_node_t *dht;            /* the client's: skill records and offers */
+	spay_t *pay;                /* paid skill calls, or NULL (skill_pay.h) */
 	int stopping;               /* atomic */
 	http_stats_t st;            /* atomics */
 	metrics_t *metrics;
@@ -65,7 +68,7 @@ struct http_gw {
 #define STAT_ADD(g, f, v) __atomic_add_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 #define STAT_SUB(g, f, v) __atomic_sub_fetch(&(g)->st.f, (uint64_t)(v), __ATOMIC_RELAXED)
 
-enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION, EP_MODELS, EP_STATUS, EP_METRICS, EP_ASSET, EP_SKILLS };
+enum endpoint { EP_NONE = 0, EP_CHAT, EP_COMPLETION, EP_MODELS, EP_STATUS, EP_METRICS, EP_ASSET, EP_SKILLS, EP_PAY };
 
 /* Per request (con_cls): the body as it arrives, and what /metrics counts. */
 struct hreq {
@@ -111,6 +114,9 @@ struct gen {
 	struct gen *prev, *next;    /* the gateway's list of running generations (under gw->mu) */
 	int listed;
 	uint64_t first_us;          /* request to first token; atomic (read by /api/status) */
+	spay_call_t *pay;           /* a paid skill call: credit, receipts, redeem at the end */
+	int pay_waited;             /* ms waited for a voucher since the last one */
+	int pay_final;              /* the last receipt is out: [DONE] once it is paid */
 };
 
 void http_cfg_default(http_cfg_t *c)
@@ -121,24 +127,6 @@ void http_cfg_default(http_cfg_t *c)
 }
 
 /* ---- small helpers */
-
-static int buf_put(char **p, size_t *n, size_t *cap, const char *s, size_t len)
-{
-	if (*n + len + 1 > *cap) {
-		size_t nc = *cap ? *cap : 1024;
-		while (nc < *n + len + 1)
-			nc *= 2;
-		char *np = realloc(*p, nc);
-		if (!np)
-			return ERR_NOMEM;
-		*p = np;
-		*cap = nc;
-	}
-	memcpy(*p + *n, s, len);
-	*n += len;
-	(*p)[*n] = 0;
-	return 0;
-}
 
 static void count_status(http_gw_t *g, unsigned status)
 {
@@ -342,6 +330,7 @@ static void gen_free(struct gen *x)
 	}
 	if (!x->counted_end && x->job)
 		STAT_SUB(x->gw, active, 1);
+	spay_call_close(x->pay);   /* redeems the channel's best voucher */
 	free(x->piece);
 	free(x->shown);
 	free(x->text);
@@ -355,16 +344,16 @@ static int emit(struct gen *x, const char *s, size_t n)
 	if (!n)
 		return 0;
 	if (!x->stream)
-		return buf_put(&x->text, &x->text_len, &x->text_cap, s, n);
+		return sbuf_append(&x->text, &x->text_len, &x->text_cap, s, n);
 	char *j = oai_chunk_json(x->kind, x->id, x->created, x->model, s, n, !x->sent_role, NULL, x->include_usage, NULL);
 	x->sent_role = 1;
 	if (!j)
 		return ERR_NOMEM;
-	int r = buf_put(&x->out, &x->out_len, &x->out_cap, "data: ", 6);
+	int r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6);
 	if (!r)
-		r = buf_put(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
+		r = sbuf_append(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
 	if (!r)
-		r = buf_put(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
+		r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
 	free(j);
 	return r;
 }
@@ -378,6 +367,16 @@ static int emit_filtered(struct gen *x, const char *s, size_t n)
 		swarm_job_cancel(x->job);
 	}
 	return r;
+}
+
+/* A paid call: the receipt of the tokens delivered, when one is due. */
+static int pay_receipt(struct gen *x, int final)
+{
+	if (!x->pay || !spay_call_receipt_due(x->pay, (uint64_t)x->completion_tokens, final))
+		return 0;
+	char line[400];
+	size_t k = spay_call_receipt(x->pay, (uint64_t)x->completion_tokens, line, sizeof(line));
+	return k ? sbuf_append(&x->out, &x->out_len, &x->out_cap, line, k) : 0;
 }
 
 static int is_eog(const http_gw_t *g, int32_t t)
@@ -408,7 +407,29 @@ static int gen_step(struct gen *x, int wait_ms)
 	http_gw_t *g = x->gw;
 	int32_t toks[64];
 	enum swarm_job_state st;
-	int n = swarm_job_poll(x->job, wait_ms, toks, 64, &st);
+	int cap = 64;
+	if (x->pay && !x->finish) {
+		/* bounded credit: no token beyond a chunk past the last voucher */
+		int broke = 0;
+		uint64_t cr = spay_call_credit(x->pay, (uint64_t)x->completion_tokens, &broke);
+		if (cr > 0) {
+			x->pay_waited = 0;
+			cap = cr < 64 ? (int)cr : 64;
+		} else {
+			if (pay_receipt(x, 1))   /* what asks for the voucher */
+				return ERR_NOMEM;
+			if (!broke && spay_call_wait(x->pay, wait_ms)) {
+				x->pay_waited = 0;
+				return 0;
+			}
+			x->pay_waited += wait_ms;
+			if (!broke && x->pay_waited < SPAY_WAIT_MS)
+				return 0;
+			x->finish = "payment_required";
+			swarm_job_cancel(x->job);
+		}
+	}
+	int n = swarm_job_poll(x->job, wait_ms, toks, cap, &st);
 	if (n > 0 && !__atomic_load_n(&x->first_us, __ATOMIC_RELAXED))
 		__atomic_store_n(&x->first_us, (uint64_t)((clock_sec() - x->t_start) * 1e6) + 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < n; i++) {
@@ -425,6 +446,8 @@ static int gen_step(struct gen *x, int wait_ms)
 				return ERR_NOMEM;
 		}
 	}
+	if (pay_receipt(x, 0))
+		return ERR_NOMEM;
 	if (st != SWARM_JOB_DONE)
 		return 0;
 	x->ended = 1;
@@ -497,6 +520,18 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		if (!x->ended)
 			continue;
+		if (x->pay_final) {
+			/* a paid call's last receipt is out: [DONE] once it is paid (or not, in time) */
+			if (!spay_call_covered(x->pay, (uint64_t)x->completion_tokens) && x->pay_waited < SPAY_WAIT_MS) {
+				if (!spay_call_wait(x->pay, WAIT_SLICE_MS))
+					x->pay_waited += WAIT_SLICE_MS;
+				continue;
+			}
+			if (sbuf_append(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14))
+				return MHD_CONTENT_READER_END_WITH_ERROR;
+			x->sent_done = 1;
+			continue;
+		}
 		/* the end: an error event, or the last chunk, the usage, [DONE] */
 		char *j;
 		if (x->failed) {
@@ -507,24 +542,30 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		}
 		int r = j ? 0 : ERR_NOMEM;
 		if (!r)
-			r = buf_put(&x->out, &x->out_len, &x->out_cap, "data: ", 6);
+			r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6);
 		if (!r)
-			r = buf_put(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
+			r = sbuf_append(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
 		if (!r)
-			r = buf_put(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
+			r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
 		free(j);
 		if (!r && x->include_usage && !x->failed) {
 			oai_usage_t u = { x->n_prompt, x->completion_tokens };
 			j = oai_chunk_json(x->kind, x->id, x->created, x->model, NULL, 0, 0, NULL, 1, &u);
-			r = j ? buf_put(&x->out, &x->out_len, &x->out_cap, "data: ", 6) : ERR_NOMEM;
+			r = j ? sbuf_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6) : ERR_NOMEM;
 			if (!r)
-				r = buf_put(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
+				r = sbuf_append(&x->out, &x->out_len, &x->out_cap, j, strlen(j));
 			if (!r)
-				r = buf_put(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
+				r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2);
 			free(j);
 		}
-		if (!r)
-			r = buf_put(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
+		if (!r && x->pay) {
+			r = pay_receipt(x, 1);
+			x->pay_final = 1;
+			/* a buyer that stopped paying is not waited for again */
+			x->pay_waited = x->finish && !strcmp(x->finish, "payment_required") ? SPAY_WAIT_MS : 0;
+		} else if (!r) {
+			r = sbuf_append(&x->out, &x->out_len, &x->out_cap, "data: [DONE]\n\n", 14);
+		}
 		if (r)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		char route[512], tps[32];
@@ -533,7 +574,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 			snprintf(tps, sizeof(tps), "%.2f", t);
 			MHD_add_response_footer(x->resp, "X-Colony-Tokens-Per-Second", tps);
 		}
-		x->sent_done = 1;
+		x->sent_done = !x->pay;
 	}
 }
 
@@ -606,9 +647,45 @@ static void relay_free(void *cls)
 	free(r);
 }
 
+static int paid_gone(void *ud) { return client_gone(*(const int *)ud); }
+
+/* A priced skill relayed from here, paid through skill_pay.h: 1 when
+ * answered (*ret), 0 when the provider was unreachable (*e: try another). */
+static int skill_relay_paid(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const oai_req_t *rq,
+			    const ann_t *offer, int fd, enum MHD_Result *ret, err_msg_t *e)
+{
+	oai_err_t err;
+	spay_relay_t *r = NULL;
+	struct MHD_Response *resp;
+	if (spay_relay_open(g->pay, offer, "/v1/chat/completions", h->body ? h->body : "", h->n, rq->stream,
+			    rq->include_usage, rq->max_tokens, paid_gone, &fd, &r, &err)) {
+		if (!strcmp(err.code, "skill_unreachable"))
+			return err_set(e, ERR_IO, "%s", err.message), 0;
+	} else if (!rq->stream || spay_relay_status(r) != 200) {
+		/* whole: read to the end, then answer */
+		int st = 0, rc;
+		char *body = NULL;
+		rc = spay_relay_whole(r, &st, &body, &err);
+		spay_relay_free(r);
+		if (!rc)
+			return *ret = send_body(g, c, h, (unsigned)st, body, NULL, -1), 1;
+	} else if (!(resp = spay_relay_response(r, fd, &g->stopping, SSE_BLOCK, offer->node_id))) {
+		oai_err_set(&err, 503, "server_error", NULL, NULL, "out of memory");
+	} else {
+		*ret = MHD_queue_response(c, 200, resp);
+		MHD_destroy_response(resp);
+		count_status(g, 200);
+		h->status = 200;
+		return 1;
+	}
+	*ret = err.status == 499 ? MHD_NO : send_error(g, c, h, &err);
+	return 1;
+}
+
 /* A skill this gateway does not offer: the call goes as it is to a gateway
  * that does, and its answer (whole or streamed) comes back as it arrives. */
-static enum MHD_Result skill_relay(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const char *name)
+static enum MHD_Result skill_relay(http_gw_t *g, struct MHD_Connection *c, struct hreq *h, const char *name,
+				  const oai_req_t *rq)
 {
 	oai_err_t err;
 	/* a relayed call is never relayed again: no loops between gateways */
@@ -630,9 +707,14 @@ static enum MHD_Result skill_relay(http_gw_t *g, struct MHD_Connection *c, struc
 		/* our own record (from an earlier run of this node) would point back here */
 		if (g->dht && !memcmp(offers[i].node_id, dht_node_id(g->dht), ANN_IDLEN))
 			continue;
-		/* Payment hook: a paid call reserves a budget with offers[i]'s provider
-		 * here (fee_call + price_out per 1M output tokens, ann.h) and pays with
-		 * vouchers as the answer streams back. Not done yet: calls are free. */
+		/* a priced skill is paid from a gateway with a wallet (skill_pay.h) */
+		enum MHD_Result ret;
+		if (g->pay && (offers[i].fee_call > 0 || offers[i].price_out > 0) && h->ep == EP_CHAT) {
+			if (skill_relay_paid(g, c, h, rq, &offers[i], fd, &ret, &e))
+				return ret;
+			log_info("http", "skill '%s': %s", name, e.msg);
+			continue;
+		}
 		if (skill_fwd_open(&offers[i].addrs[0], h->ep == EP_CHAT ? "/v1/chat/completions" : "/v1/completions",
 				   h->body ? h->body : "", h->n, 3000, &f, &e) == 0)
 			used = &offers[i];
@@ -741,19 +823,35 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	err_msg_t e = { { 0 } };
 	struct gen *x = NULL;
 	const skill_def_t *sk = NULL;
+	const char *pay_ch = NULL, *pay_b = NULL, *pay_v = NULL;
+	int paid = 0;
 	if (!strncmp(rq.model, SKILL_PREFIX, strlen(SKILL_PREFIX))) {
 		const char *name = rq.model + strlen(SKILL_PREFIX);
 		for (int i = 0; i < g->cfg.n_skills && !sk; i++)
 			if (!strcmp(g->cfg.skills[i].name, name))
 				sk = &g->cfg.skills[i];
 		if (!sk) {
-			ret = skill_relay(g, c, h, name);
+			ret = skill_relay(g, c, h, name, &rq);
 			goto out;
 		}
 		if (kind != OAI_CHAT) {
 			ret = error_reply(g, c, h, 400, "invalid_request_error", "model", NULL,
 					  "skills are called through /v1/chat/completions");
 			goto out;
+		}
+		if (g->pay && spay_priced(sk)) {
+			pay_ch = MHD_lookup_connection_value(c, MHD_HEADER_KIND, SPAY_HDR_CHANNEL);
+			pay_b = MHD_lookup_connection_value(c, MHD_HEADER_KIND, SPAY_HDR_BUYER);
+			pay_v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, SPAY_HDR_VOUCHER);
+			paid = 1;
+			if (!pay_ch && !pay_b && !pay_v) {
+				char m[200];
+				snprintf(m, sizeof(m), "the skill '%s' is paid: reserve a channel to the wallet below at the "
+					 "ledger and send %s, %s and %s", sk->name, SPAY_HDR_CHANNEL, SPAY_HDR_BUYER,
+					 SPAY_HDR_VOUCHER);
+				ret = send_body(g, c, h, 402, spay_terms_json(g->pay, sk, m), NULL, -1);
+				goto out;
+			}
 		}
 	} else if (strcmp(rq.model, g->model_name) && strcmp(rq.model, g->model_hex)) {
 		oai_err_set(&err, 404, "invalid_request_error", "model", "model_not_found",
@@ -857,6 +955,16 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 		randombytes_buf(&sr.sp.seed, sizeof(sr.sp.seed));
 	sr.stop_tokens = g->eog;
 	sr.n_stop_tokens = g->n_eog;
+	if (paid) {
+		/* checked and paid for last, once the request is known to be good */
+		if (spay_call_open(g->pay, sk, pay_ch, pay_b, pay_v, &x->pay, &err)) {
+			ret = err.status == 402 ? send_body(g, c, h, 402, spay_terms_json(g->pay, sk, err.message), NULL, -1)
+						: send_error(g, c, h, &err);
+			goto out;
+		}
+		x->stream = x->include_usage = 1;   /* receipts ride in the stream */
+		STAT_ADD(g, skill_paid_calls, 1);
+	}
 	int r = swarm_client_submit(g->client, &sr, &x->job, &e);
 	if (r) {
 		if (r == ERR_FULL)
@@ -931,6 +1039,10 @@ static enum MHD_Result generate(http_gw_t *g, struct MHD_Connection *c, struct h
 	ret = send_body(g, c, h, 200, oai_response_json(kind, x->id, x->created, x->model, x->text, x->text_len, x->finish, &u),
 			route, tps);
 out:
+	if (x && x->pay && h->status != 200) {
+		spay_call_abort(x->pay);   /* refused after its voucher (no route, busy): not charged */
+		x->pay = NULL;
+	}
 	gen_free(x);
 	if (toks != rq.prompt_toks)
 		free(toks);
@@ -954,6 +1066,14 @@ static char *status_json(http_gw_t *g)
 	in.n_ctx = g->n_ctx;
 	http_gw_stats(g, &in.stats);
 	swarm_client_view(g->client, &in.view);
+	in.has_earned = g->cfg.earned != NULL;
+	in.earned = in.has_earned ? __atomic_load_n(g->cfg.earned, __ATOMIC_RELAXED) : 0;
+	if (g->pay) {
+		/* and what paid skill calls redeemed here, or paid from here */
+		in.has_earned = 1;
+		in.earned += spay_earned(g->pay);
+		in.view.spent_total += spay_spent(g->pay);
+	}
 	/* the count can only grow between the two calls: take what fitted */
 	swarm_server_info_t *srv = NULL;
 	int ns = swarm_client_servers(g->client, NULL, 0);
@@ -1081,6 +1201,10 @@ static enum endpoint classify(const char *url, const char **label)
 		*label = "/v1/skills";
 		return EP_SKILLS;
 	}
+	if (!strcmp(url, SPAY_VOUCHER_PATH)) {
+		*label = SPAY_VOUCHER_PATH;
+		return EP_PAY;
+	}
 	if (!strcmp(url, "/api/status")) {
 		*label = "/api/status";
 		return EP_STATUS;
@@ -1156,7 +1280,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		/* a chunked body past the limit: drop it, answer 413 at its end */
 		if (!h->too_big && h->n + *upload_size > g->cfg.max_body)
 			h->too_big = 1;
-		if (!h->too_big && buf_put(&h->body, &h->n, &h->cap, upload, *upload_size))
+		if (!h->too_big && sbuf_append(&h->body, &h->n, &h->cap, upload, *upload_size))
 			h->too_big = 1;
 		*upload_size = 0;
 		return MHD_YES;
@@ -1165,6 +1289,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		char msg[200];
 		snprintf(msg, sizeof(msg), "the request body is over the limit of %zu bytes", g->cfg.max_body);
 		return error_reply(g, c, h, 413, "invalid_request_error", NULL, "request_too_large", msg);
+	}
+	if (h->ep == EP_PAY) {
+		oai_err_t err;
+		if (!g->pay)
+			return error_reply(g, c, h, 404, "invalid_request_error", NULL, "unknown_url",
+					   "this gateway takes no payments");
+		if (spay_voucher_post(g->pay, h->body, h->n, &err))
+			return send_error(g, c, h, &err);
+		return send_body(g, c, h, 200, strdup("{\"accepted\":true}"), NULL, -1);
 	}
 	return generate(g, c, h);
 }
@@ -1227,6 +1360,7 @@ void http_gw_free(http_gw_t *g)
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);   /* joins the connection threads (they see stopping) */
 	swarm_client_free(g->client);
+	spay_free(g->pay);
 	metrics_free(g->metrics);
 	if (g->mu_init)
 		pthread_mutex_destroy(&g->mu);
@@ -1321,6 +1455,18 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	g->port = di ? di->port : 0;
+	if (cfg->pay_ledger) {
+		spay_cfg_t pc = { .wallet_home = cfg->pay_wallet_home, .ledger_peer = cfg->pay_ledger,
+				  .network = cfg->client.network, .budget = cfg->skill_budget, .chunk = cfg->skill_chunk };
+		if ((r = spay_new(&pc, &g->pay, e)))
+			goto fail;
+		char w[WALLET_ADDR_STRLEN];
+		log_info("http", "skill calls are paid through ledger %s (wallet %s)", cfg->pay_ledger,
+			 wallet_addr_str(spay_wallet(g->pay), w));
+	}
+	for (int i = 0; i < g->cfg.n_skills && !g->pay; i++)
+		if (spay_priced(&g->cfg.skills[i]))
+			log_warn("http", "skill '%s' has a price but no ledger peer: its calls are free", g->cfg.skills[i].name);
 	/* skills: follow the index of the network's skills, announce ours */
 	g->dht = swarm_client_dht(g->client);
 	uint8_t iid[ANN_MODELLEN];
@@ -1356,4 +1502,6 @@ void http_gw_stats(const http_gw_t *g, http_stats_t *s)
 	uint64_t *dst = (uint64_t *)s;
 	for (size_t i = 0; i < sizeof(*s) / sizeof(uint64_t); i++)
 		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	s->skill_earned = g->pay ? (uint64_t)spay_earned(g->pay) : 0;
+	s->skill_spent = g->pay ? (uint64_t)spay_spent(g->pay) : 0;
 }

@@ -11,13 +11,16 @@
  *   GET  /v1/skills            skills offered in the network (skill.h); a chat completion
  *                              with model "skill:NAME" runs a skill offered here (its
  *                              system prompt first), or is relayed to a gateway offering it
+ *                              (priced skills are paid: skill_pay.h, HTTP 402 without payment)
+ *   POST /v1/pay/voucher       a voucher for a paid skill call running here (skill_pay.h)
  *   GET  /api/status           the gateway, its peers, coverage, sessions and routes (status.h)
  *   GET  /metrics              Prometheus text (metrics.h)
  *   GET  /, /dashboard.js, ... the dashboard (assets.h; no key asked: it holds no data,
  *                              asks for the key and sends it to /api/status)
  * both with SSE streaming (stream: true, "data: {...}\n\n" chunks, then
  * "data: [DONE]"). Errors are OpenAI's shape with 400 (bad JSON: where),
- * 401 (bearer key), 404 (model or URL), 405, 413 (body over max_body),
+ * 401 (bearer key), 402 (a priced skill not paid: skill_pay.h), 404 (model
+ * or URL), 405, 409 (a payment channel busy), 413 (body over max_body),
  * 429 (max_generations running), 503 (no route through the swarm or no
  * capacity at the servers). Responses name the route in X-Colony-Route
  * ("[0,3) a1b2c3d4 127.0.0.1:4000 -> ...") and, when not streamed, the
@@ -49,6 +52,8 @@ typedef struct http_gw http_gw_t;
 typedef struct http_cfg {
 	const char *listen;            /* "HOST:PORT" (IPv4 or [IPv6]); port 0: any free port */
 	const char *api_key;           /* NULL or "": no key asked */
+	const int64_t *earned;         /* borrowed: the node's redeemed micro-units (atomic) when the
+	                                  gateway runs in a node; NULL: /api/status says null */
 	const gguf_t *gguf;            /* borrowed, outlives the gateway: tokenizer, template, embedding, head */
 	const char *model_name;        /* id in /v1/models (also accepted: the 64-hex model id) */
 	const uint8_t *model_id;       /* 32 bytes, or NULL: computed from the file */
@@ -59,6 +64,13 @@ typedef struct http_cfg {
 	const skill_def_t *skills;     /* borrowed, outlive the gateway: offered here and announced */
 	int n_skills;                  /* 0..SKILL_MAX_LOCAL */
 	const char *skill_host;        /* address put in skill records (default: the listen address) */
+	/* Paid skill calls (skill_pay.h), on when pay_ledger is set: the wallet
+	 * in pay_wallet_home (loaded or created) is paid for the priced skills
+	 * offered here and pays for priced skills relayed from here. */
+	const char *pay_wallet_home;
+	const char *pay_ledger;        /* "HOST:PORT" of the ledger node, or NULL: skills are not paid */
+	int64_t skill_budget;          /* micro-units per channel reserved to pay a provider (0: 1000000) */
+	uint32_t skill_chunk;          /* output tokens per receipt of a paid call served here (0: 16) */
 } http_cfg_t;
 
 /* Counters the gateway keeps (for a status page or /metrics). */
@@ -72,6 +84,9 @@ typedef struct http_stats {
 	uint64_t tokens_in, tokens_out;
 	uint64_t first_token_us;       /* sum over generations of the time to the first token */
 	uint64_t gen_us;               /* sum of the time from the first token to the last */
+	uint64_t skill_paid_calls;     /* paid skill calls served here */
+	uint64_t skill_earned;         /* micro-units redeemed for them (skill_pay.h) */
+	uint64_t skill_spent;          /* micro-units paid in vouchers for skills relayed from here */
 } http_stats_t;
 
 void http_cfg_default(http_cfg_t *c);

@@ -296,6 +296,12 @@ static int send_all(int fd, const char *p, size_t n)
 int skill_fwd_open(const ann_addr_t *addr, const char *path, const char *body, size_t len, int connect_ms,
 	skill_fwd_t **out, err_msg_t *e)
 {
+	return skill_fwd_open_hdr(addr, path, NULL, body, len, connect_ms, out, e);
+}
+
+int skill_fwd_open_hdr(const ann_addr_t *addr, const char *path, const char *extra, const char *body, size_t len,
+	int connect_ms, skill_fwd_t **out, err_msg_t *e)
+{
 	*out = NULL;
 	skill_fwd_t *f = calloc(1, sizeof(*f));
 	if (!f)
@@ -331,11 +337,11 @@ int skill_fwd_open(const ann_addr_t *addr, const char *path, const char *body, s
 		skill_fwd_free(f);
 		return r;
 	}
-	char head[512];
+	char head[1536];
 	int hl = snprintf(head, sizeof(head),
 			  "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: */*\r\n"
-			  "%s: 1\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-			  path, where, SKILL_FWD_HEADER, len);
+			  "%s: 1\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			  path, where, SKILL_FWD_HEADER, extra ? extra : "", len);
 	if (hl < 0 || (size_t)hl >= sizeof(head) || send_all(f->fd, head, (size_t)hl) || send_all(f->fd, body, len)) {
 		int r = err_set(e, ERR_IO, "sending the request to %s failed: %s", where, strerror(errno));
 		skill_fwd_free(f);

@@ -13,10 +13,9 @@
  *    offering gateway and hands back its answer as it arrives (chunked or
  *    not), so a gateway that does not offer a skill relays it.
  *
- * Payment is not part of this yet: records carry the price (fee per call and
- * per 1M output tokens); a paid call would open a channel to the provider's
- * wallet before skill_fwd_open and send vouchers as the answer streams back
- * (the hook is marked in http.c).
+ * Records carry the price (fee per call and per 1M output tokens); paid calls
+ * (a channel to the provider's wallet, vouchers as the answer streams back)
+ * are skill_pay.h's.
  */
 #ifndef COLONY_API_SKILL_H
 #define COLONY_API_SKILL_H
@@ -79,6 +78,10 @@ typedef struct skill_fwd skill_fwd_t;
  * body and the SKILL_FWD_HEADER. ERR_IO when unreachable. */
 int skill_fwd_open(const ann_addr_t *addr, const char *path, const char *body, size_t len, int connect_ms,
 	skill_fwd_t **out, err_msg_t *e) WUR;
+/* The same with extra header lines (each "Name: value\r\n", at most 1 KiB
+ * in all; NULL: none), e.g. the payment headers of skill_pay.h. */
+int skill_fwd_open_hdr(const ann_addr_t *addr, const char *path, const char *extra, const char *body, size_t len,
+	int connect_ms, skill_fwd_t **out, err_msg_t *e) WUR;
 /* Waits up to wait_ms for the response head; *ready = 1 once parsed (status
  * and content type then known). ERR_IO (closed, reset), ERR_FORMAT (not
  * HTTP/1.x or a head over 16 KiB). */

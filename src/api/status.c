@@ -77,9 +77,11 @@ static json_t *gateway_obj(const http_status_in_t *in, uint64_t live_failovers, 
 	r |= put(o, "wire_bytes_in", json_integer((json_int_t)in->view.wire_bytes_in));
 	r |= put(o, "wire_bytes_out", json_integer((json_int_t)in->view.wire_bytes_out));
 	r |= put(o, "errors", errs);
-	/* the market does not exist yet: the fields are there, empty */
-	r |= put(o, "earnings", json_null());
-	r |= put(o, "spend", json_null());
+	/* earnings: the node's redeemed vouchers, when the gateway runs in a
+	 * node (else unknown: null); spend: what the gateway's client paid */
+	r |= put(o, "earnings", in->has_earned ? json_integer((json_int_t)in->earned) : json_null());
+	r |= put(o, "spend", json_integer((json_int_t)in->view.spent_total));
+	r |= put(o, "digests_published", json_integer(in->view.digests_published));
 	if (r)
 		*bad = 1;
 	return o;
@@ -142,6 +144,11 @@ static json_t *peers_arr(const http_status_in_t *in, int *bad)
 				      opt_real(s->rtt_ms, s->connected && s->rtt_ms >= 0), "connected", s->connected,
 				      "listed", s->listed, "last_seen_ms", (json_int_t)s->timestamp_ms, "age_ms",
 				      (json_int_t)age);
+		/* the market's view of it: reputation and what we paid it */
+		if (p && (put(p, "score", opt_real(s->rep, s->rep >= 0)) || put(p, "digests", json_integer(s->digests)) ||
+			  put(p, "sessions", json_integer(s->sessions)) || put(p, "failures", json_integer(s->failures)) ||
+			  put(p, "paid", json_integer((json_int_t)s->paid))))
+			*bad = 1;
 		if (!p || json_array_append_new(a, p))
 			*bad = 1;
 	}

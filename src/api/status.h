@@ -45,7 +45,9 @@ typedef struct http_status_in {
 	int64_t now_ms, started_ms;     /* wall clock, ms since the epoch */
 	int n_ctx;
 	http_stats_t stats;
-	swarm_view_t view;
+	swarm_view_t view;              /* spent_total: the gateway's own client's payments */
+	int64_t earned;                 /* the node's redeemed micro-units, when has_earned */
+	int has_earned;                 /* the gateway runs inside a node */
 	const swarm_server_info_t *servers;
 	int n_servers;
 	const http_sess_info_t *sess;

@@ -34,6 +34,13 @@ typedef struct cmd_api_opts {
 	uint64_t stale_ms;             /* the gateway's own DHT node: record staleness bound (0: default) */
 	const skill_def_t *skills;     /* --skill: offered through the gateway (borrowed) */
 	int n_skills;
+	const char *pay_ledger;        /* --ledger-peer: skill calls paid (http_cfg_t pay_*) */
+	const char *pay_wallet_home;
+	int64_t skill_budget;          /* --skill-budget */
+	uint32_t skill_chunk;          /* --pay-chunk */
+	const int64_t *earned;         /* the node's redeemed micro-units (atomic), when run in a node */
+	int prefer;                    /* the gateway's route policy (route.h, --prefer) */
+	double w_price, w_speed, w_rep;
 } cmd_api_opts_t;
 /* Starts the gateway over the model file g (model_id may be NULL: computed),
  * reading the given DHT node or its own bootstrapped one; prints its URL. */

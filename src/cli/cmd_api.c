@@ -38,6 +38,17 @@ int cmd_api_start(const cmd_api_opts_t *o, const gguf_t *g, const uint8_t *model
 	hc.client.stale_ms = o->stale_ms;
 	hc.skills = o->skills;
 	hc.n_skills = o->n_skills;
+	hc.pay_ledger = o->pay_ledger;
+	hc.pay_wallet_home = o->pay_wallet_home;
+	hc.skill_budget = o->skill_budget;
+	hc.skill_chunk = o->skill_chunk;
+	hc.earned = o->earned;
+	/* the dashboard shows every provider's reputation score */
+	hc.client.rep_view = 1;
+	hc.client.prefer = o->prefer;
+	hc.client.w_price = o->w_price;
+	hc.client.w_speed = o->w_speed;
+	hc.client.w_rep = o->w_rep;
 	int r = http_gw_new(&hc, out, e);
 	if (r)
 		return r;

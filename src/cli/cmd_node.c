@@ -69,12 +69,15 @@ static void node_usage(FILE *f)
 		"                       messages when a chat completion names model 'skill:NAME';\n"
 		"                       announced in the DHT, listed by GET /v1/skills everywhere\n"
 		"  --skill-price FEE:PER_M  the last --skill's price in micro-units: a fee per call and\n"
-		"                       a price per 1M output tokens (announced; payment comes later)\n"
+		"                       a price per 1M output tokens; with --ledger-peer, calls are paid\n"
 		"  --skill-desc TEXT    the last --skill's description (up to 200 bytes of UTF-8)\n"
+		"  --skill-budget MICRO with --ledger-peer and --api: the budget of each channel reserved\n"
+		"                       to pay for priced skills relayed to other gateways (default 1000000)\n"
 		"  --ledger DB          run the ledger service on this SQLite file: peers send it\n"
 		"                       wallet-signed settlement requests (colony wallet --ledger-peer)\n"
 		"  --ledger-operator ADDR  wallet address allowed to deposit, withdraw and slash (a\n"
 		"                       stand-in for an external authority; without it, none can)\n"
+		"  --ledger-window S    challenge window after a buyer's close, seconds (default 3600)\n"
 		"\nexit codes: 0 clean stop, 1 runtime error, 2 usage, 3 bad model file\n");
 }
 
@@ -192,6 +195,19 @@ static int api_started(void *ud, dht_node_t *dht, const gguf_t *g, const uint8_t
 	if (!a->o.listen)
 		return 0;
 	return cmd_api_start(&a->o, g, model_id, dht, &a->gw, e);
+}
+
+/* What the gateway's swarm client paid providers (node "status": "spent"). */
+static int64_t api_spent(void *ud)
+{
+	struct api_hook *a = ud;
+	if (!a->gw)
+		return 0;
+	swarm_view_t v;
+	swarm_client_view(http_gw_client(a->gw), &v);
+	http_stats_t st;
+	http_gw_stats(a->gw, &st);   /* and the skills it paid for (skill_pay.h) */
+	return v.spent_total + (int64_t)st.skill_spent;
 }
 
 static void api_stopped(void *ud)
@@ -320,6 +336,13 @@ int cmd_node(int argc, char **argv)
 		} else if (!strcmp(a, "--pay-chunk")) {
 			if (opt_int(a, v, 1, 1 << 20, &n)) return CMD_EXIT_USAGE;
 			c.pay_chunk = (uint32_t)n;
+		} else if (!strcmp(a, "--skill-budget")) {
+			uint64_t b;
+			if (opt_u64(a, v, &b) || b == 0 || b > (uint64_t)AMOUNT_MAX) {
+				fprintf(stderr, "colony: --skill-budget expects micro-units, 1..%lld\n", (long long)AMOUNT_MAX);
+				return CMD_EXIT_USAGE;
+			}
+			api.o.skill_budget = (int64_t)b;
 		} else if (!strcmp(a, "--wallet-home")) {
 			c.wallet_home = v;
 		} else if (!strcmp(a, "--ledger-peer")) {
@@ -340,6 +363,9 @@ int cmd_node(int argc, char **argv)
 			c.ledger_db = v;
 		} else if (!strcmp(a, "--ledger-operator")) {
 			c.ledger_operator = v;
+		} else if (!strcmp(a, "--ledger-window")) {
+			if (opt_int(a, v, 1, 1L << 30, &n)) return CMD_EXIT_USAGE;
+			c.ledger_window = n;
 		} else if (!strcmp(a, "--log-level")) {
 			if (log_opts(a, v)) return CMD_EXIT_USAGE;
 			lvl = log_level_get();
@@ -371,10 +397,16 @@ int cmd_node(int argc, char **argv)
 		api.o.model_path = c.model_path;
 		api.o.network = c.network;
 		api.o.stale_ms = c.stale_ms;
+		/* priced skills are paid (both ways) through the node's wallet and ledger */
+		api.o.pay_ledger = c.ledger_peer;
+		api.o.pay_wallet_home = c.wallet_home ? c.wallet_home : c.home;
+		api.o.skill_chunk = c.pay_chunk;
 	}
 	c.on_started = api_started;
 	c.on_stopped = api_stopped;
 	c.hook_ud = &api;
+	c.earned_ref = &api.o.earned;
+	c.spent = api_spent;
 	if (c.model_path && !json) {
 		/* JSON logs stay JSON: no progress line among them */
 		char what[300];
@@ -408,7 +440,9 @@ static void peers_usage(FILE *f)
 		"Asks the node running with this home directory (through DIR/control.sock) which\n"
 		"peers it knows: id, address, model and layers served, price, RTT, throughput and\n"
 		"the age of their record. --json prints one JSON object per peer; --status prints\n"
-		"the node's own status as JSON.\n"
+		"the node's own status as JSON (with \"earned\": micro-units redeemed for sessions\n"
+		"it served, and \"spent\": what its --api gateway paid providers), then a line\n"
+		"\"earned X units, spent Y units\".\n"
 		"\nexit codes: 0 ok, 1 no node is running there, 2 usage\n");
 }
 
@@ -518,6 +552,12 @@ int cmd_peers(int argc, char **argv)
 		end[1] = 0;
 	if (json || status) {
 		fputs(r, stdout);
+		if (status && !json) {
+			/* the market in a line (amounts in units, as the wallet prints them) */
+			char v[40], ea[AMOUNT_STRLEN], sa[AMOUNT_STRLEN];
+			long long earned = atoll(jfield(r, "earned", v, sizeof(v))), spent = atoll(jfield(r, "spent", v, sizeof(v)));
+			printf("earned %s units, spent %s units\n", amount_format(earned, ea), amount_format(spent, sa));
+		}
 		free(r);
 		return 0;
 	}

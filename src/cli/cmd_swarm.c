@@ -44,6 +44,8 @@ static void usage(FILE *f)
 		"  --log-level L        the nodes' log level (debug, info, warn, error)\n"
 		"  --log-json           the nodes (and the gateway) log JSON lines\n"
 		"  -q, --quiet          no progress line while the swarm starts\n"
+		"  --prefer price|speed|reputation, --prefer-weights P:S:R  route policy of the\n"
+		"                       generation and of the --api gateway (see colony run)\n"
 		"The PID of every node is printed (\"colony: node I serves layers [A, B) (pid P)\").\n"
 		"  every option of `colony run` (-p, -n, --temp, --seed, --wire, ...) applies\n"
 		"\nexit codes: 0 ok, 1 error, 2 usage, 3 bad model file\n");
@@ -146,6 +148,22 @@ int cmd_swarm(int argc, char **argv)
 		} else {
 			run_argv[ra++] = argv[i];
 		}
+	}
+	/* --prefer / --prefer-weights (passed on to `run`) steer the gateway too */
+	const char *pn = NULL, *pw = NULL;
+	for (int i = 1; i + 1 < ra; i++) {
+		if (!strcmp(run_argv[i], "--prefer"))
+			pn = run_argv[i + 1];
+		else if (!strcmp(run_argv[i], "--prefer-weights"))
+			pw = run_argv[i + 1];
+	}
+	route_cost_t pc;
+	route_cost_default(&pc);
+	err_msg_t pe = { { 0 } };
+	if (route_prefer_parse(&pc, pn, pw, &pe) != 0) {
+		fprintf(stderr, "colony: swarm: %s\n", pe.msg);
+		free(run_argv);
+		return CMD_EXIT_USAGE;
 	}
 	if (nodes % replicas) {
 		fprintf(stderr, "colony: swarm: --nodes %ld is not a multiple of --replicas %ld\n", nodes, replicas);
@@ -284,6 +302,10 @@ int cmd_swarm(int argc, char **argv)
 		ao.n_bootstrap = 1;
 		if (stale_ms)
 			ao.stale_ms = strtoull(stale_ms, NULL, 10);
+		ao.prefer = pc.prefer;
+		ao.w_price = pc.w_price;
+		ao.w_speed = pc.w_speed;
+		ao.w_rep = pc.w_rep;
 		signal(SIGINT, on_sig);
 		signal(SIGTERM, on_sig);
 		prog_update(&pg, 1, "starting the gateway");

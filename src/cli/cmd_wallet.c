@@ -1,6 +1,7 @@
 /* cmd_wallet.c - `colony wallet`: the wallet's address, backups, and the
  * settlement operations against a local ledger database (--ledger) or a
  * ledger node (--ledger-peer), through the same settle.h interface. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,11 @@
 
 #include "cli/cmd.h"
 #include "cli/opts.h"
+#include "market/chstore.h"
 #include "market/ledger.h"
 #include "market/settle_remote.h"
 #include "market/voucher.h"
+#include "market/vstore.h"
 #include "market/wallet.h"
 
 static void usage(FILE *f)
@@ -31,8 +34,17 @@ static void usage(FILE *f)
 		"  redeem VOUCHERS          redeem hex vouchers (a file, one a line, or one hex string)\n"
 		"  close CHANNEL [--as buyer|provider]   / channel CHANNEL\n"
 		"  audit --ledger DB        check every invariant of a ledger file\n"
-		"  voucher CHANNEL AMOUNT [--seq N] [--count K]   print K vouchers signed by this wallet,\n"
-		"                           sequences N.., cumulative amounts AMOUNT x 1..K (offline)\n"
+		"  reclaim                  close (as buyer) every channel in this home's channels.db\n"
+		"                           that is not closed yet: the first close starts the challenge\n"
+		"                           window, one after it refunds the unspent budget\n"
+		"local stores (no ledger needed):\n"
+		"  channels                 the channels this wallet reserved as buyer (channels.db)\n"
+		"  vouchers                 the best voucher per channel this wallet was paid with as a\n"
+		"                           provider, and what the ledger confirmed (vouchers.db)\n"
+		"  voucher CHANNEL AMOUNT [--seq N] [--count K] [--in I --out O]   print K vouchers\n"
+		"                           signed by this wallet: sequences N.., cumulative amounts\n"
+		"                           AMOUNT x 1..K, counts I and O x 1..K (default in 0, out =\n"
+		"                           the sequence); offline\n"
 		"options:\n"
 		"  --home DIR               where wallet.key lives (default ~/.colony)\n"
 		"  --ledger DB              a local ledger file\n"
@@ -80,6 +92,8 @@ typedef struct lopts {
 	const char *db, *peer, *peer_id, *network, *to, *as;
 	int64_t expiry_s;
 	uint64_t seq, count;
+	uint64_t in_tokens, out_tokens;   /* voucher: counts of the first one (--in/--out) */
+	int counts_set;
 	int timeout_ms, resend;
 } lopts_t;
 
@@ -127,7 +141,8 @@ static int voucher_cmd(const char *chan, const char *amount_s, const lopts_t *o,
 		uint8_t buf[VOUCHER_SIZE];
 		char hex[2 * VOUCHER_SIZE + 1];
 		v.seq = o->seq + i - 1;
-		v.out_tokens = v.seq;
+		v.in_tokens = o->counts_set ? o->in_tokens * i : 0;
+		v.out_tokens = o->counts_set ? o->out_tokens * i : v.seq;
 		if (amount_mul(step, i, &v.amount) || voucher_sign(&v, w) || voucher_encode(&v, buf)) {
 			fprintf(stderr, "colony: wallet: voucher %llu is out of range\n", (unsigned long long)i);
 			return CMD_EXIT_USAGE;
@@ -209,6 +224,157 @@ static int audit_cmd(const lopts_t *o)
 	return 0;
 }
 
+/* ---- the local stores: channels.db (buyer) and vouchers.db (provider) ---- */
+
+static char *hex_str(const uint8_t *b, size_t n, char *out)
+{
+	return sodium_bin2hex(out, 2 * n + 1, b, n);
+}
+
+static int print_chan_rec(void *ud, const chstore_chan_t *c)
+{
+	(void)ud;
+	char id[2 * MARKET_IDLEN + 1], pr[2 * WALLET_PUBLEN + 1], b[AMOUNT_STRLEN], rd[AMOUNT_STRLEN],
+		rf[AMOUNT_STRLEN];
+	printf("channel %s  %s  provider %s  budget %s  redeemed %s  refunded %s  expiry %lld  close_at %lld  "
+		"ledger %s\n", hex_str(c->id, MARKET_IDLEN, id), chstore_state_str(c->state),
+		hex_str(c->provider, WALLET_PUBLEN, pr), amount_format(c->budget, b), amount_format(c->redeemed, rd),
+		amount_format(c->refunded, rf), (long long)c->expiry, (long long)c->close_at, c->ledger);
+	return 0;
+}
+
+static int print_voucher_rec(void *ud, const vstore_entry_t *en)
+{
+	(void)ud;
+	char id[2 * MARKET_IDLEN + 1], a[AMOUNT_STRLEN], r[AMOUNT_STRLEN], hex[2 * VOUCHER_SIZE + 1];
+	uint8_t buf[VOUCHER_SIZE];
+	if (voucher_encode(&en->best, buf) != 0)
+		return 0;
+	printf("channel %s  seq %llu  amount %s  redeemed_seq %llu  redeemed %s  %s%s%s  voucher %s\n",
+		hex_str(en->best.channel, MARKET_IDLEN, id), (unsigned long long)en->best.seq,
+		amount_format(en->best.amount, a), (unsigned long long)en->redeemed_seq, amount_format(en->redeemed, r),
+		vstore_entry_pending(en) ? "pending" : en->refused ? "refused" : "redeemed", en->refused ? ": " : "",
+		en->refused ? en->why : "", hex_str(buf, VOUCHER_SIZE, hex));
+	return 0;
+}
+
+static int store_cmd(const char *cmd, const char *home)
+{
+	err_msg_t e = { "" };
+	size_t bad = 0;
+	int rc;
+	if (!strcmp(cmd, "channels")) {
+		chstore_t *cs = NULL;
+		if ((rc = chstore_open(home, &cs, &e)) == 0)
+			rc = chstore_foreach(cs, print_chan_rec, NULL, &bad, &e);
+		chstore_free(cs);
+	} else {
+		vstore_t *vs = NULL;
+		if ((rc = vstore_open(home, &vs, &e)) == 0)
+			rc = vstore_foreach(vs, print_voucher_rec, NULL, &bad, &e);
+		vstore_free(vs);
+	}
+	if (bad)
+		fprintf(stderr, "colony: wallet: %zu malformed rows skipped\n", bad);
+	if (rc) {
+		fprintf(stderr, "colony: wallet: %s\n", e.msg);
+		return rc == ERR_FORMAT ? CMD_EXIT_BADFILE : CMD_EXIT_ERROR;
+	}
+	return bad ? CMD_EXIT_BADFILE : 0;
+}
+
+struct chan_list {
+	chstore_chan_t *v;
+	int n, cap;
+};
+
+static int collect_chan(void *ud, const chstore_chan_t *c)
+{
+	struct chan_list *l = ud;
+	if (l->n == l->cap) {
+		int cap = l->cap ? 2 * l->cap : 16;
+		chstore_chan_t *nv = realloc(l->v, sizeof(*nv) * (size_t)cap);
+		if (!nv)
+			return ERR_NOMEM;
+		l->v = nv;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *c;
+	return 0;
+}
+
+/* `reclaim`: closes as buyer every recorded channel not closed yet, at this
+ * ledger (records naming another ledger node are left alone). A first close
+ * starts the challenge window (the provider may still redeem); a close after
+ * it refunds the rest; closing a closing channel early changes nothing. */
+static int reclaim_cmd(settle_t *s, const uint8_t *ledger_id, const char *home)
+{
+	err_msg_t e = { "" };
+	chstore_t *cs = NULL;
+	struct chan_list l = { NULL, 0, 0 };
+	size_t bad = 0;
+	int rc = chstore_open(home, &cs, &e);
+	if (rc == 0)
+		rc = chstore_foreach(cs, collect_chan, &l, &bad, &e);
+	if (rc) {
+		fprintf(stderr, "colony: wallet: %s\n", rc == ERR_NOMEM ? "out of memory" : e.msg);
+		chstore_free(cs);
+		free(l.v);
+		return CMD_EXIT_ERROR;
+	}
+	static const uint8_t zero[WALLET_PUBLEN];
+	int n_closed = 0, n_closing = 0, n_gone = 0, n_failed = 0, n_other = 0;
+	amount_t refunded = 0;
+	for (int i = 0; i < l.n; i++) {
+		const chstore_chan_t *c = &l.v[i];
+		char id[2 * MARKET_IDLEN + 1];
+		hex_str(c->id, MARKET_IDLEN, id);
+		if (c->state == CHSTORE_CLOSED || c->state == CHSTORE_GONE)
+			continue;
+		if (ledger_id && memcmp(c->ledger_id, zero, WALLET_PUBLEN) && memcmp(c->ledger_id, ledger_id, WALLET_PUBLEN)) {
+			n_other++;
+			continue;
+		}
+		int64_t now = (int64_t)time(NULL);
+		settle_channel_t ch;
+		err_msg_t ce = { "" };
+		int r = settle_close(s, c->id, SETTLE_BY_BUYER, now, &ch, &ce);
+		int st = -1;
+		if (r == 0) {
+			st = ch.state == SETTLE_CLOSED ? CHSTORE_CLOSED : ch.state == SETTLE_CLOSING ? CHSTORE_CLOSING
+												 : CHSTORE_OPEN;
+			print_channel(&ch);
+			if (st == CHSTORE_CLOSED) {
+				n_closed++;
+				refunded += ch.refunded;
+			} else
+				n_closing++;
+		} else if (r == ERR_NOTFOUND && now >= c->expiry) {
+			/* Past its expiry a reserve is refused: the channel can never exist. */
+			st = CHSTORE_GONE;
+			memset(&ch, 0, sizeof(ch));
+			printf("channel %s  gone (never reserved)\n", id);
+			n_gone++;
+		} else if (r == ERR_NOTFOUND) {
+			printf("channel %s  not at the ledger (a lost reserve; kept until its expiry %lld)\n", id,
+				(long long)c->expiry);
+		} else {
+			fprintf(stderr, "colony: wallet: close of %.16s: %s\n", id, ce.msg);
+			n_failed++;
+		}
+		if (st >= 0 && chstore_set(cs, c->id, st, ch.close_at, ch.redeemed, ch.refunded, (int64_t)time(NULL), &e))
+			fprintf(stderr, "colony: wallet: %s\n", e.msg);
+	}
+	char rf[AMOUNT_STRLEN];
+	printf("reclaim: %d closed (refunded %s), %d closing, %d gone, %d failed%s\n", n_closed,
+		amount_format(refunded, rf), n_closing, n_gone, n_failed, n_other ? " (others at other ledgers)" : "");
+	if (bad)
+		fprintf(stderr, "colony: wallet: %zu malformed rows skipped\n", bad);
+	chstore_free(cs);
+	free(l.v);
+	return n_failed ? CMD_EXIT_ERROR : 0;
+}
+
 /* "HOST:PORT" (the last colon splits, so "[::1]:7000" and "::1:7000" work). */
 static int split_hostport(const char *s, char *host, size_t cap, int *port)
 {
@@ -231,7 +397,8 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 	return 0;
 }
 
-static int ledger_cmd(const char *cmd, const char *arg, const char *arg2, const lopts_t *o, const wallet_t *w)
+static int ledger_cmd(const char *cmd, const char *arg, const char *arg2, const lopts_t *o, const wallet_t *w,
+		      const char *home)
 {
 	if (!strcmp(cmd, "audit"))
 		return audit_cmd(o);
@@ -290,6 +457,7 @@ static int ledger_cmd(const char *cmd, const char *arg, const char *arg2, const 
 		rc.wallet = w;
 		if (o->timeout_ms)
 			rc.timeout_ms = o->timeout_ms;
+		signal(SIGPIPE, SIG_IGN);   /* a ledger gone mid-call is an error to report, not our death */
 		if (settle_remote_new(&rc, &sr, &e) != 0) {
 			fprintf(stderr, "colony: wallet: %s\n", e.msg);
 			return CMD_EXIT_ERROR;
@@ -303,6 +471,8 @@ static int ledger_cmd(const char *cmd, const char *arg, const char *arg2, const 
 	settle_channel_t ch;
 	if (!strcmp(cmd, "redeem")) {
 		rc = redeem_cmd(&s, arg);
+	} else if (!strcmp(cmd, "reclaim")) {
+		rc = reclaim_cmd(&s, sr ? settle_remote_ledger_id(sr) : NULL, home);
 	} else if (!strcmp(cmd, "reserve")) {
 		settle_reserve_t r;
 		uint8_t id[MARKET_IDLEN];
@@ -365,7 +535,8 @@ static int cmd_args(const char *cmd, int *max)
 		{ "address", 0, 0 }, { "export", 1, 1 }, { "import", 1, 1 }, { "balance", 0, 1 },
 		{ "deposit", 1, 1 }, { "withdraw", 1, 1 }, { "stake", 1, 1 }, { "unstake", 1, 1 },
 		{ "reserve", 2, 2 }, { "redeem", 1, 1 }, { "close", 1, 1 }, { "channel", 1, 1 },
-		{ "voucher", 2, 2 }, { "audit", 0, 0 },
+		{ "voucher", 2, 2 }, { "audit", 0, 0 }, { "reclaim", 0, 0 }, { "channels", 0, 0 },
+		{ "vouchers", 0, 0 },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		if (!strcmp(cmd, t[i].name)) {
@@ -413,12 +584,14 @@ int cmd_wallet(int argc, char **argv)
 				}
 				lo.as = v;
 			} else if (!strcmp(a, "--expiry") || !strcmp(a, "--seq") || !strcmp(a, "--count") ||
-				   !strcmp(a, "--timeout-ms")) {
+				   !strcmp(a, "--timeout-ms") || !strcmp(a, "--in") || !strcmp(a, "--out")) {
 				if (opt_u64(a, v, &u))
 					return CMD_EXIT_USAGE;
 				if (!strcmp(a, "--expiry") && u >= 1 && u <= (1u << 30)) lo.expiry_s = (int64_t)u;
 				else if (!strcmp(a, "--seq") && u >= 1 && u < (1ull << 62)) lo.seq = u;
 				else if (!strcmp(a, "--count") && u >= 1 && u <= 1000000) lo.count = u;
+				else if (!strcmp(a, "--in") && u < (1ull << 40)) lo.in_tokens = u, lo.counts_set = 1;
+				else if (!strcmp(a, "--out") && u < (1ull << 40)) lo.out_tokens = u, lo.counts_set = 1;
 				else if (!strcmp(a, "--timeout-ms") && u >= 1 && u <= 3600000) lo.timeout_ms = (int)u;
 				else {
 					fprintf(stderr, "colony: wallet: %s %s is out of range\n", a, v);
@@ -448,7 +621,7 @@ int cmd_wallet(int argc, char **argv)
 		return CMD_EXIT_USAGE;
 	}
 	int local = !strcmp(cmd, "address") || !strcmp(cmd, "export") || !strcmp(cmd, "import") ||
-		!strcmp(cmd, "voucher");
+		!strcmp(cmd, "voucher") || !strcmp(cmd, "channels") || !strcmp(cmd, "vouchers");
 	if (!local && !lo.db && !lo.peer) {
 		fprintf(stderr, "colony: wallet %s needs --ledger DB (a local file) or --ledger-peer HOST:PORT "
 			"(a ledger node)\n", cmd);
@@ -512,8 +685,10 @@ int cmd_wallet(int argc, char **argv)
 		sodium_free(pass);
 	} else if (!strcmp(cmd, "voucher")) {
 		rc = voucher_cmd(arg, arg2, &lo, w);
+	} else if (!strcmp(cmd, "channels") || !strcmp(cmd, "vouchers")) {
+		rc = store_cmd(cmd, home);
 	} else {
-		rc = ledger_cmd(cmd, arg, arg2, &lo, w);
+		rc = ledger_cmd(cmd, arg, arg2, &lo, w, home);
 	}
 	wallet_free(w);
 	return rc;

@@ -12,7 +12,8 @@
 #define DOMAIN_LEN 16  /* strlen(ANN_SIG_DOMAIN) */
 _Static_assert(sizeof(ANN_SIG_DOMAIN) - 1 == DOMAIN_LEN, "domain length");
 _Static_assert(ANN_MAX_SHARD_SIZE == 370 && ANN_MAX_SKILL_SIZE == 587 && ANN_MAX_INDEX_SIZE == 417 &&
-	ANN_MAX_SIZE >= ANN_MAX_INDEX_SIZE, "documented maximum sizes");
+	ANN_MAX_REP_SIZE == 441 && ANN_MAX_SIZE >= ANN_MAX_INDEX_SIZE && ANN_MAX_SIZE >= ANN_MAX_REP_SIZE,
+	"documented maximum sizes");
 _Static_assert(ANN_SIGLEN == crypto_sign_BYTES && ANN_IDLEN == crypto_sign_PUBLICKEYBYTES &&
 	ANN_SKLEN == crypto_sign_SECRETKEYBYTES, "libsodium ed25519 sizes");
 
@@ -138,6 +139,53 @@ static void scope_hash(const char *prefix, const char *name, uint8_t id[ANN_MODE
 void ann_skill_id(const char *name, uint8_t id[ANN_MODELLEN]) { scope_hash(ANN_SKILL_PREFIX, name, id); }
 void ann_skill_index_id(uint8_t id[ANN_MODELLEN]) { scope_hash(ANN_SKILL_INDEX_STR, NULL, id); }
 
+void ann_rep_id(const uint8_t provider[ANN_IDLEN], uint8_t id[ANN_MODELLEN])
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, NULL, 0, ANN_MODELLEN);
+	crypto_generichash_update(&st, (const uint8_t *)ANN_REP_PREFIX, strlen(ANN_REP_PREFIX));
+	crypto_generichash_update(&st, provider, ANN_IDLEN);
+	crypto_generichash_final(&st, id, ANN_MODELLEN);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+	for (size_t i = 0; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
+
+static int rep_check(const ann_t *a, err_msg_t *e)
+{
+	uint8_t id[ANN_MODELLEN];
+	ann_rep_id(a->rep_provider, id);
+	if (memcmp(id, a->model_id, ANN_MODELLEN) != 0)
+		return err_set(e, ERR_FORMAT, "scope id is not BLAKE2b-256(\"" ANN_REP_PREFIX "\" || provider)");
+	if (memcmp(a->rep_provider, a->node_id, ANN_IDLEN) == 0)
+		return err_set(e, ERR_FORMAT, "a digest about its own signer");
+	if (a->rep_paid < 0)
+		return err_set(e, ERR_RANGE, "negative amount paid %lld", (long long)a->rep_paid);
+	if (a->rep_paid > 0 && (all_zero(a->rep_wallet, ANN_WALLETLEN) || all_zero(a->rep_provider_wallet, ANN_WALLETLEN)))
+		return err_set(e, ERR_FORMAT, "a payment of %lld without both wallets", (long long)a->rep_paid);
+	if ((uint64_t)a->rep_failures + a->rep_timeouts > a->rep_sessions)
+		return err_set(e, ERR_RANGE, "%u failures + %u timeouts exceed %u sessions", a->rep_failures,
+			a->rep_timeouts, a->rep_sessions);
+	if (a->rep_n_channels > ANN_REP_MAX_CHANNELS)
+		return err_set(e, ERR_RANGE, "%u channels cited (at most %d)", a->rep_n_channels, ANN_REP_MAX_CHANNELS);
+	if ((a->rep_paid > 0) != (a->rep_n_channels > 0))
+		return err_set(e, ERR_FORMAT, "%u channels cited for a payment of %lld (a payment cites 1..%d, none else)",
+			a->rep_n_channels, (long long)a->rep_paid, ANN_REP_MAX_CHANNELS);
+	for (int i = 0; i < a->rep_n_channels; i++) {
+		if (all_zero(a->rep_channels[i], 32))
+			return err_set(e, ERR_FORMAT, "channel %d is all zero", i);
+		for (int j = 0; j < i; j++)
+			if (!memcmp(a->rep_channels[i], a->rep_channels[j], 32))
+				return err_set(e, ERR_FORMAT, "channel %d repeats channel %d", i, j);
+	}
+	return 0;
+}
+
 /* Strict UTF-8 without control characters (C0, DEL; tab and newline neither:
  * a description is one line). */
 static int text_check(const char *s, size_t n, const char *what, err_msg_t *e)
@@ -201,6 +249,8 @@ int ann_check(const ann_t *a, err_msg_t *e)
 		return 0;
 	if (a->kind == ANN_SKILL_INDEX)
 		return index_check(a, e);
+	if (a->kind == ANN_REP)
+		return rep_check(a, e);
 	if (a->kind != ANN_SHARD && a->kind != ANN_SKILL)
 		return err_set(e, ERR_UNSUPPORTED, "unknown record kind %u", a->kind);
 	if (a->kind == ANN_SHARD && a->layer_a >= a->layer_b)
@@ -253,6 +303,8 @@ static size_t body_size(const ann_t *a)
 			n += 1 + strlen(a->skills[i]);
 		return n;
 	}
+	if (a->kind == ANN_REP)
+		return ANN_MIN_REP_SIZE - ANN_HEAD_SIZE - ANN_SIGLEN + (size_t)a->rep_n_channels * 32;
 	return 0;
 }
 
@@ -333,6 +385,20 @@ int ann_encode_with(const ann_t *a, uint32_t network, ann_sign_cb sign, void *si
 		put_u8(&w, a->n_skills);
 		for (int i = 0; i < a->n_skills; i++)
 			put_str8(&w, a->skills[i]);
+	} else if (a->kind == ANN_REP) {
+		put_bytes(&w, a->rep_provider, ANN_IDLEN);
+		put_bytes(&w, a->rep_provider_wallet, ANN_WALLETLEN);
+		put_bytes(&w, a->rep_wallet, ANN_WALLETLEN);
+		put_u64(&w, (uint64_t)a->rep_paid);
+		put_u64(&w, a->rep_tokens);
+		put_u32(&w, a->rep_sessions);
+		put_u32(&w, a->rep_failures);
+		put_u32(&w, a->rep_timeouts);
+		put_u32(&w, a->rep_latency_us);
+		put_bytes(&w, a->rep_receipts, 32);
+		put_u8(&w, a->rep_n_channels);
+		for (int i = 0; i < a->rep_n_channels; i++)
+			put_bytes(&w, a->rep_channels[i], 32);
 	}
 	size_t signed_len = w.n - 4;   /* record bytes, without the network prefix */
 	uint8_t sig[ANN_SIGLEN];
@@ -410,7 +476,7 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 		return err_set(e, ver > ANN_VERSION ? ERR_UNSUPPORTED : ERR_FORMAT, "record version %u (this build reads %d)", ver, ANN_VERSION);
 	out->kind = get_u8(&r, "kind");
 	if (!r.rc && out->kind != ANN_SHARD && out->kind != ANN_TOMBSTONE && out->kind != ANN_SKILL &&
-	    out->kind != ANN_SKILL_INDEX) {
+	    out->kind != ANN_SKILL_INDEX && out->kind != ANN_REP) {
 		int rc = err_set(e, ERR_UNSUPPORTED, "record kind %u not supported", out->kind);
 		memset(out, 0, sizeof(*out));
 		return rc;
@@ -451,6 +517,27 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 				ANN_MAX_SKILLS);
 		for (int i = 0; !rc && !r.rc && i < out->n_skills; i++)
 			rc = get_str8(&r, out->skills[i], ANN_MAX_SKILL_NAME, "skill name");
+	} else if (out->kind == ANN_REP) {
+		get_bytes(&r, out->rep_provider, ANN_IDLEN, "provider node id");
+		get_bytes(&r, out->rep_provider_wallet, ANN_WALLETLEN, "provider wallet");
+		get_bytes(&r, out->rep_wallet, ANN_WALLETLEN, "reporter wallet");
+		uint64_t paid = get_u64(&r, "amount paid");
+		if (!r.rc && paid > (uint64_t)INT64_MAX)
+			rc = err_set(e, ERR_RANGE, "amount paid %llu at offset %zu beyond the largest amount",
+				(unsigned long long)paid, r.off - 8);
+		out->rep_paid = (int64_t)(paid & (uint64_t)INT64_MAX);
+		out->rep_tokens = get_u64(&r, "tokens");
+		out->rep_sessions = get_u32(&r, "sessions");
+		out->rep_failures = get_u32(&r, "failures");
+		out->rep_timeouts = get_u32(&r, "timeouts");
+		out->rep_latency_us = get_u32(&r, "latency");
+		get_bytes(&r, out->rep_receipts, 32, "receipts hash");
+		out->rep_n_channels = get_u8(&r, "channel count");
+		if (!rc && !r.rc && out->rep_n_channels > ANN_REP_MAX_CHANNELS)
+			rc = err_set(e, ERR_RANGE, "%u channels at offset %zu (at most %d)", out->rep_n_channels, r.off - 1,
+				ANN_REP_MAX_CHANNELS);
+		for (int i = 0; !rc && !r.rc && i < out->rep_n_channels; i++)
+			get_bytes(&r, out->rep_channels[i], 32, "channel id");
 	}
 	if (rc) {
 		memset(out, 0, sizeof(*out));

@@ -53,6 +53,9 @@
 #define ANN_MAX_SKILL_SIZE (ANN_HEAD_SIZE + 32 + 16 + 1 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SKILL_NAME + \
 	1 + ANN_MAX_SKILL_DESC + ANN_SIGLEN)                                                      /* 587 */
 #define ANN_MAX_INDEX_SIZE (ANN_HEAD_SIZE + 1 + ANN_MAX_SKILLS * (1 + ANN_MAX_SKILL_NAME) + ANN_SIGLEN) /* 417 */
+#define ANN_REP_MAX_CHANNELS 4   /* channel ids a digest cites as evidence of its payment */
+#define ANN_MIN_REP_SIZE (ANN_HEAD_SIZE + 3 * 32 + 8 + 8 + 4 * 4 + 32 + 1 + ANN_SIGLEN)            /* 313 */
+#define ANN_MAX_REP_SIZE (ANN_MIN_REP_SIZE + ANN_REP_MAX_CHANNELS * 32)                           /* 441 */
 #define ANN_MAX_SIZE ANN_MAX_SKILL_SIZE                            /* the largest kind: 587 */
 
 /* Scope ids of the skill records (the head's model_id field of kinds 3 and 4,
@@ -64,6 +67,13 @@
 #define ANN_SKILL_PREFIX "colony-skill:"
 #define ANN_SKILL_INDEX_STR "colony-skill-index"
 
+/* Scope id of the receipt digests about one provider (kind 5): BLAKE2b-256(
+ * ANN_REP_PREFIX || the provider's 32-byte node id). Every buyer's digest
+ * about P lives under P's key, one per buyer (its node id), so a client
+ * reads everything said about P with one lookup. */
+#define ANN_REP_PREFIX "colony-rep:"
+#define ANN_WALLETLEN 32         /* a wallet address (ed25519 public key), as in market/wallet.h */
+
 /* The signature covers ANN_SIG_DOMAIN (16 bytes, no NUL), the network id as
  * u32 little-endian, then the record up to the signature. */
 #define ANN_SIG_DOMAIN "colony-record-v1"
@@ -73,6 +83,7 @@ enum ann_kind {
 	ANN_TOMBSTONE = 2,  /* "forget my earlier records for this model" */
 	ANN_SKILL = 3,      /* "I offer skill NAME on model M at this price, through this gateway" */
 	ANN_SKILL_INDEX = 4,/* "I offer these skills" (under the well-known index key) */
+	ANN_REP = 5,        /* "as a buyer, this is what I paid and saw of provider P" (under P's rep key) */
 };
 
 /* A reachable transport address (TCP). */
@@ -110,6 +121,20 @@ typedef struct ann {
 	/* ANN_SKILL_INDEX only: */
 	uint8_t n_skills;                    /* 1..ANN_MAX_SKILLS, distinct valid names */
 	char skills[ANN_MAX_SKILLS][ANN_MAX_SKILL_NAME + 1];
+	/* ANN_REP only: the signer's totals about one provider since it started
+	 * counting (cumulative: a newer digest replaces the older one). */
+	uint8_t rep_provider[ANN_IDLEN];       /* its node id; never the signer's own */
+	uint8_t rep_provider_wallet[ANN_WALLETLEN]; /* the wallet it was paid at; zero when unpaid */
+	uint8_t rep_wallet[ANN_WALLETLEN];     /* the signer's paying wallet; zero when unpaid */
+	int64_t rep_paid;                      /* micro-units paid (last vouchers), >= 0; > 0 needs both wallets */
+	uint64_t rep_tokens;                   /* tokens it served the signer */
+	uint32_t rep_sessions;                 /* hop sessions opened with it */
+	uint32_t rep_failures, rep_timeouts;   /* of them, failed / timed out (sum <= sessions) */
+	uint32_t rep_latency_us;               /* mean measured latency; 0: unknown */
+	uint8_t rep_receipts[32];              /* BLAKE2b-256 chain over the receipts summed (docs/PROTOCOL.md) */
+	uint8_t rep_n_channels;                /* 1..ANN_REP_MAX_CHANNELS when paid, else 0 */
+	uint8_t rep_channels[ANN_REP_MAX_CHANNELS][32]; /* its largest channels to the provider, distinct:
+	                                          a reader asks the ledger what they redeemed */
 } ann_t;
 
 /* Produces sig = ed25519 signature of msg[0..len) by the record's node id.
@@ -154,6 +179,8 @@ int ann_skill_name_check(const char *name, err_msg_t *e) WUR;
 /* The scope ids above (name must pass ann_skill_name_check). */
 void ann_skill_id(const char *name, uint8_t id[ANN_MODELLEN]);
 void ann_skill_index_id(uint8_t id[ANN_MODELLEN]);
+/* The scope id of the digests about provider (above). */
+void ann_rep_id(const uint8_t provider[ANN_IDLEN], uint8_t id[ANN_MODELLEN]);
 
 /* Fills addr from a sockaddr-style (family 4/6, ip, port) triple. */
 void ann_addr_set(ann_addr_t *addr, int family, const void *ip, uint16_t port);

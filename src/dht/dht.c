@@ -605,8 +605,8 @@ int dht_node_bootstrap(dht_node_t *n, const char *host_port, err_msg_t *e)
 
 int dht_node_announce(dht_node_t *n, const ann_t *rec, err_msg_t *e)
 {
-	if (rec->kind != ANN_SHARD && rec->kind != ANN_SKILL && rec->kind != ANN_SKILL_INDEX)
-		return err_set(e, ERR_INVAL, "only shard and skill records are announced (kind %u)", rec->kind);
+	if (rec->kind != ANN_SHARD && rec->kind != ANN_SKILL && rec->kind != ANN_SKILL_INDEX && rec->kind != ANN_REP)
+		return err_set(e, ERR_INVAL, "only shard, skill and digest records are announced (kind %u)", rec->kind);
 	ann_t r = *rec;
 	memcpy(r.node_id, n->node_id, ANN_IDLEN);
 	r.timestamp_ms = 1;

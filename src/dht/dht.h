@@ -121,7 +121,7 @@ int dht_node_bootstrap(dht_node_t *n, const char *host_port, err_msg_t *e) WUR;
 /* The key of a model's records (see above). */
 void dht_model_key(uint32_t network, const uint8_t model_id[ANN_MODELLEN], uint8_t key[DHT_KEY_LEN]);
 
-/* Announces *rec (kind ANN_SHARD, or ANN_SKILL / ANN_SKILL_INDEX keyed by
+/* Announces *rec (kind ANN_SHARD, or ANN_SKILL / ANN_SKILL_INDEX / ANN_REP keyed by
  * their scope id in model_id; for a shard its model_id, span, price, throughput,
  * capacity, addresses and version; node_id, timestamp and seq are set here)
  * under its model's key now, and again every refresh_ms until withdrawn or

@@ -115,3 +115,67 @@ int rep_network(uint32_t n, uint32_t self, const rep_edge_t *edges, size_t n_edg
 	free(next);
 	return 0;
 }
+
+int rep_scores(uint32_t n, const rep_report_t *r, size_t n_r, const rep_params_t *p, double *score, err_msg_t *e)
+{
+	if (n == 0)
+		return err_set(e, ERR_INVAL, "rep: no nodes");
+	for (size_t k = 0; k < n_r; k++)
+		if (r[k].reporter >= n || r[k].provider >= n || r[k].obs.paid < 0)
+			return err_set(e, ERR_INVAL, "rep: report %zu (%u -> %u, paid %lld) is invalid", k, r[k].reporter,
+				r[k].provider, (long long)r[k].obs.paid);
+	rep_edge_t *edges = malloc((n_r ? n_r : 1) * sizeof(*edges));
+	double *trust = malloc(n * sizeof(double));
+	if (!edges || !trust) {
+		free(edges);
+		free(trust);
+		return err_set(e, ERR_NOMEM, "rep: out of memory for %u nodes", n);
+	}
+	int paid_any = 0;
+	for (size_t k = 0; k < n_r; k++) {
+		edges[k] = (rep_edge_t){ r[k].reporter, r[k].provider, r[k].obs.paid, rep_local_score(&r[k].obs, p) };
+		paid_any |= r[k].obs.paid > 0 && r[k].reporter != r[k].provider;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		score[i] = -1.0;
+	int rc = 0;
+	if (paid_any) {
+		rc = rep_network(n, 0, edges, n_r, p, trust, e);
+		/* Over the providers only: a reporter's trust (it passes its own on)
+		 * is not a service record. */
+		double top = 0;
+		for (size_t k = 0; rc == 0 && k < n_r; k++)
+			if (r[k].provider != 0 && trust[r[k].provider] > top)
+				top = trust[r[k].provider];
+		for (size_t k = 0; rc == 0 && top > 0 && k < n_r; k++)
+			if (r[k].provider != 0)
+				score[r[k].provider] = trust[r[k].provider] / top;
+	} else {
+		/* Self's own sessions, summed per provider. */
+		for (size_t k = 0; k < n_r; k++) {
+			if (r[k].reporter != 0 || r[k].provider == 0)
+				continue;
+			rep_obs_t sum = r[k].obs;
+			int first = 1;
+			for (size_t m = 0; m < k && first; m++)
+				first = !(r[m].reporter == 0 && r[m].provider == r[k].provider);
+			if (!first)
+				continue;
+			for (size_t m = k + 1; m < n_r; m++) {
+				if (r[m].reporter != 0 || r[m].provider != r[k].provider)
+					continue;
+				sum.sessions += r[m].obs.sessions;
+				sum.failures += r[m].obs.failures;
+				sum.timeouts += r[m].obs.timeouts;
+				sum.unsettled += r[m].obs.unsettled;
+				sum.failed_audits += r[m].obs.failed_audits;
+				sum.tokens_served += r[m].obs.tokens_served;
+			}
+			if (sum.sessions > 0)
+				score[r[k].provider] = rep_local_score(&sum, p);
+		}
+	}
+	free(edges);
+	free(trust);
+	return rc;
+}

@@ -71,4 +71,25 @@ typedef struct rep_edge {
 int rep_network(uint32_t n, uint32_t self, const rep_edge_t *edges, size_t n_edges,
 	const rep_params_t *p, double *trust, err_msg_t *e) WUR;
 
+/* One reported tally: `reporter` (0 is self) saw `obs` of `provider`
+ * (indices into the caller's node table). obs.paid is the value behind the
+ * opinion: what the reporter paid that provider. */
+typedef struct rep_report {
+	uint32_t reporter, provider;
+	rep_obs_t obs;
+} rep_report_t;
+
+/* Scores for routing, one per node, in [0, 1], or -1 when nothing is known.
+ * Every report becomes an edge reporter -> provider weighing obs.paid x
+ * rep_local_score(obs); rep_network ranks the nodes as seen from self (0);
+ * a node's score is its trust over the highest trust of any provider (a
+ * node some report is about, self aside), so the best-reputed provider
+ * scores 1 and one that only unpaid reporters praise scores 0. When no report carries a payment (an unpaid
+ * swarm) the network view says nothing, and a provider self has sessions
+ * with scores its local score instead (self's own experience needs no
+ * money behind it). Nodes no report is about stay -1. ERR_INVAL (n == 0, an index >= n,
+ * a negative payment), ERR_NOMEM. */
+int rep_scores(uint32_t n, const rep_report_t *r, size_t n_r, const rep_params_t *p, double *score,
+	err_msg_t *e) WUR;
+
 #endif

@@ -80,6 +80,11 @@ static void run_until(settle_remote_t *r, const int *flag)
 
 static int ensure_conn(settle_remote_t *r, err_msg_t *e)
 {
+	/* Between calls nobody runs this loop: take in what happened meanwhile
+	 * (a ledger that restarted closed our connection), so the request goes
+	 * on a new connection rather than fail on the dead one. */
+	for (int i = 0; i < 2 && r->conn; i++)
+		uv_run(&r->loop, UV_RUN_NOWAIT);
 	if (r->conn && r->ready)
 		return 0;
 	if (!r->conn) {
@@ -129,7 +134,8 @@ static int exchange(settle_remote_t *r, const wire_ledger_req_t *q, wire_ledger_
 	}
 	*out = r->resp;
 	if (out->status)
-		return err_set(e, -(int)out->status, "ledger: %s", out->msg);
+		/* The ledger's own messages already say "ledger: ". */
+		return err_set(e, -(int)out->status, "%s%s", strncmp(out->msg, "ledger: ", 8) ? "ledger: " : "", out->msg);
 	return 0;
 }
 

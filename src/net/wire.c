@@ -27,6 +27,7 @@ const char *wire_type_name(int type)
 	case WIRE_PAY_TERMS: return "PAY_TERMS";
 	case WIRE_PAY_OPEN: return "PAY_OPEN";
 	case WIRE_VOUCHER: return "VOUCHER";
+	case WIRE_RECEIPT: return "RECEIPT";
 	default: return "unknown";
 	}
 }
@@ -241,7 +242,8 @@ static int check_msg(const wire_msg_t *m, err_msg_t *e)
 	case WIRE_PAY_TERMS_REQ:
 	case WIRE_PAY_TERMS:
 	case WIRE_PAY_OPEN:
-	case WIRE_VOUCHER: return check_pay(&m->u.pay, m->type, e);
+	case WIRE_VOUCHER:
+	case WIRE_RECEIPT: return check_pay(&m->u.pay, m->type, e);
 	default:
 		return err_set(e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}
@@ -272,6 +274,7 @@ static size_t size_unchecked(const wire_msg_t *m)
 	case WIRE_PAY_TERMS: return 1 + 8 + WIRE_KEYLEN + 16 + 4 + 1;
 	case WIRE_PAY_OPEN: return 1 + 8 + 2 * WIRE_KEYLEN + 32 + 8;
 	case WIRE_VOUCHER: return 1 + 8 + WIRE_VOUCHER_LEN;
+	case WIRE_RECEIPT: return 1 + 8 + WIRE_RECEIPT_LEN;
 	case WIRE_LEDGER_RESP:
 		return 1 + 8 + 1 + 2 + 2 + strnlen(m->u.lresp.msg, WIRE_MAX_ERRMSG) +
 			lresp_fields(m->u.lresp.op, m->u.lresp.status);
@@ -425,7 +428,8 @@ int wire_encode(const wire_msg_t *m, uint8_t *out, size_t cap, size_t *out_len, 
 	case WIRE_PAY_TERMS_REQ:
 	case WIRE_PAY_TERMS:
 	case WIRE_PAY_OPEN:
-	case WIRE_VOUCHER: {
+	case WIRE_VOUCHER:
+	case WIRE_RECEIPT: {
 		const wire_pay_t *p = &m->u.pay;
 		w_u64(&w, p->id);
 		if (m->type == WIRE_PAY_TERMS) {
@@ -445,6 +449,8 @@ int wire_encode(const wire_msg_t *m, uint8_t *out, size_t cap, size_t *out_len, 
 			w_u32(&w, p->n_prompt);
 		} else if (m->type == WIRE_VOUCHER) {
 			w_bytes(&w, p->voucher, WIRE_VOUCHER_LEN);
+		} else if (m->type == WIRE_RECEIPT) {
+			w_bytes(&w, p->receipt, WIRE_RECEIPT_LEN);
 		}
 		break;
 	}
@@ -706,6 +712,10 @@ static int decode_pay(rd_t *r, int type, wire_pay_t *p)
 		const uint8_t *b = NULL;
 		TRY(r_bytes(r, "voucher", WIRE_VOUCHER_LEN, &b));
 		memcpy(p->voucher, b, WIRE_VOUCHER_LEN);
+	} else if (type == WIRE_RECEIPT) {
+		const uint8_t *b = NULL;
+		TRY(r_bytes(r, "receipt", WIRE_RECEIPT_LEN, &b));
+		memcpy(p->receipt, b, WIRE_RECEIPT_LEN);
 	}
 	return 0;
 }
@@ -793,7 +803,8 @@ static int decode_body(rd_t *r, wire_msg_t *m)
 	case WIRE_PAY_TERMS_REQ:
 	case WIRE_PAY_TERMS:
 	case WIRE_PAY_OPEN:
-	case WIRE_VOUCHER: return decode_pay(r, m->type, &m->u.pay);
+	case WIRE_VOUCHER:
+	case WIRE_RECEIPT: return decode_pay(r, m->type, &m->u.pay);
 	default:
 		return err_set(r->e, ERR_UNSUPPORTED, "unknown message type 0x%02x", m->type);
 	}

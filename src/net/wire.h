@@ -67,6 +67,7 @@ enum wire_type {
 	WIRE_PAY_TERMS = 0x41,       /* shard -> client: its wallet, prices, chunk size */
 	WIRE_PAY_OPEN = 0x42,        /* client -> shard, just before OPEN_SESSION: the session is paid */
 	WIRE_VOUCHER = 0x43,         /* client -> shard: a cumulative voucher for a paid session */
+	WIRE_RECEIPT = 0x44,         /* shard -> client: its signed receipt of a chunk's cumulative counts */
 };
 
 /* HELLO capability bits; unknown bits are carried and ignored. */
@@ -164,6 +165,7 @@ enum wire_ledger_op {
 #define WIRE_KEYLEN 32                   /* wallet keys, channel ids, nonces, evidence */
 #define WIRE_SIGLEN 64
 #define WIRE_VOUCHER_LEN 161             /* an encoded voucher (market/voucher.h) */
+#define WIRE_RECEIPT_LEN 177             /* an encoded receipt (market/voucher.h) */
 #define WIRE_AMOUNT_MAX INT64_MAX        /* amounts are signed 64-bit on both ends */
 
 /* Which fields an op carries (the rest are zero after decoding and ignored
@@ -209,12 +211,13 @@ typedef struct wire_ledger_resp {
 } wire_ledger_resp_t;
 
 /* ---- payments inside sessions (docs/PROTOCOL.md "Paid sessions") ----
- * One struct for the four PAY messages; which fields each carries:
+ * One struct for the five PAY messages; which fields each carries:
  *   PAY_TERMS_REQ: id (a request id, echoed)
  *   PAY_TERMS:     id, wallet (the provider's), price_in, price_out, chunk, flags
  *   PAY_OPEN:      id (session id), channel, wallet (the buyer's), budget, expiry,
  *                  price_in, price_out, chunk, n_prompt
  *   VOUCHER:       id (session id), voucher (an encoded voucher, market/voucher.h)
+ *   RECEIPT:       id (session id), receipt (an encoded receipt, market/voucher.h)
  * Amounts are micro-units (prices per 1M tokens), 0..WIRE_AMOUNT_MAX. */
 #define WIRE_PAY_REQUIRED 1              /* PAY_TERMS flag: unpaid sessions are refused */
 typedef struct wire_pay {
@@ -227,6 +230,7 @@ typedef struct wire_pay {
 	uint32_t n_prompt;       /* positions below it are input tokens, the rest output */
 	uint8_t flags;           /* PAY_TERMS: WIRE_PAY_REQUIRED; other bits reserved (0) */
 	uint8_t voucher[WIRE_VOUCHER_LEN];
+	uint8_t receipt[WIRE_RECEIPT_LEN];
 } wire_pay_t;
 
 typedef struct wire_msg {

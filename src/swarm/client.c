@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "base/clock.h"
@@ -14,6 +15,7 @@
 #include "net/ident.h"
 #include "net/peer.h"
 #include "swarm/client_pay.h"
+#include "swarm/client_rep.h"
 
 #define CL_MAX_SERVERS 256
 #define CL_TICK_MS 20
@@ -21,6 +23,7 @@
 #define CL_REFRESH_MS 1000         /* re-dial, refresh candidates (RTTs) */
 #define CL_LOOKUP_MS 10000         /* own DHT node: a full lookup besides the watch */
 #define CL_LOOKUP_WAIT_MS 1500
+#define CL_REP_MS 1000             /* re-score providers from tallies and digests */
 
 /* A message waiting for its turn (pacing); FORWARD data copied after it. */
 struct qmsg {
@@ -42,6 +45,7 @@ struct server {
 	uint64_t t_tokens;
 	struct qmsg *q_head, *q_tail;
 	cpay_terms_t pay;          /* its PAY_TERMS (per connection) */
+	crep_peer_t rp;            /* reputation: our tally of it, its digests and score */
 };
 
 struct swarm_job {
@@ -115,6 +119,10 @@ struct swarm_client {
 	int n_infos;
 	/* loop thread only: bytes of connections already closed */
 	uint64_t closed_in, closed_out;
+	uint64_t last_rep, last_rep_pub;
+	crep_state_t rep;          /* loop thread only */
+	crep_peer_t *rep_tab[CL_MAX_SERVERS];
+	int pub_req, pub_done, pub_count;   /* swarm_client_publish_digests, under mu */
 };
 
 void swarm_client_cfg_default(swarm_client_cfg_t *c)
@@ -164,6 +172,8 @@ static void candidate_set(swarm_client_t *c, struct swarm_job *j, struct server 
 	}
 	route_server_t rs;
 	route_server_from_ann(&rs, sid_of(c, s), &s->rec, rtt);
+	rs.rep = s->rp.rep;
+	rs.rep_known = s->rp.rep >= 0;
 	if (!usable)
 		rs.free_sessions = 0;   /* sess has no "remove": a full server is never routed to */
 	if (sess_server_set(j->sess, &rs) != 0)
@@ -407,6 +417,58 @@ static void job_info_publish(swarm_client_t *c, struct swarm_job *j)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/* ---- reputation (client_rep.h) */
+
+/* Tallies a finished job: every server of its final route served a session
+ * (ok unless the job failed and it had failed too), every server banned
+ * during the job failed once per ban, and its pay lines paid their wallets. */
+static void rep_job_end(swarm_client_t *c, struct swarm_job *j, int rc, const swarm_result_t *res)
+{
+	if (!j->started || !j->sess)
+		return;
+	sess_hop_info_t hops[SESS_MAX_HOPS];
+	int nh = sess_route(j->sess, hops, SESS_MAX_HOPS);
+	for (int i = 0; i < c->n_srv; i++) {
+		struct server *s = &c->srv[i];
+		const route_server_t *rs = sess_server_get(j->sess, sid_of(c, s));
+		uint32_t fails = rs ? rs->n_bans : 0;
+		int in_route = 0;
+		for (int k = 0; k < nh && k < SESS_MAX_HOPS; k++)
+			in_route |= hops[k].server == sid_of(c, s);
+		if (!in_route && !fails)
+			continue;
+		double lat = -1;
+		if (s->conn && s->ready) {
+			peer_stats_t st;
+			peer_conn_stats(s->conn, &st);
+			lat = st.rtt_ms;
+		}
+		crep_tally_session(&s->rp.tally, in_route && (rc == 0 || !fails), fails,
+				   in_route ? (uint64_t)j->n_prompt + (uint64_t)res->n_tokens : 0, lat);
+	}
+	for (int k = 0; k < res->n_pay; k++) {
+		const swarm_pay_line_t *l = &res->pay[k];
+		if (l->paid > 0)
+			c->rep.spent_total = c->rep.spent_total > INT64_MAX - l->paid ? INT64_MAX : c->rep.spent_total + l->paid;
+		for (int i = 0; i < c->n_srv; i++) {
+			struct server *s = &c->srv[i];
+			if ((s->pay.state == CPAY_TERMS_KNOWN && !memcmp(s->pay.terms.wallet, l->provider, WALLET_PUBLEN)) ||
+			    !memcmp(s->rp.tally.wallet, l->provider, WALLET_PUBLEN)) {
+				crep_tally_paid(&s->rp.tally, l->provider, l->channel, l->paid);
+				break;
+			}
+		}
+	}
+}
+
+/* The servers' reputation state, for client_rep.c (loop thread). */
+static crep_peer_t **rep_peers(swarm_client_t *c)
+{
+	for (int i = 0; i < c->n_srv; i++)
+		c->rep_tab[i] = &c->srv[i].rp;
+	return c->rep_tab;
+}
+
 /* The job's outcome is published (DONE); the loop releases it in reap(). */
 static void job_publish_done(struct swarm_job *j, int rc, const char *msg)
 {
@@ -422,6 +484,7 @@ static void job_publish_done(struct swarm_job *j, int rc, const char *msg)
 	res.seconds_prompt = j->t_first > 0 ? j->t_first - j->t_submit : 0;
 	res.seconds_gen = j->t_first > 0 && t_end > j->t_first ? t_end - j->t_first : 0;
 	cpay_lines(&j->pay, &res);
+	rep_job_end(c, j, rc, &res);
 	res.stopped_by_token = j->stopped_by_token;
 	res.cancelled = j->stopped_by_cb || __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
 	j->finished = 1;
@@ -503,6 +566,9 @@ static void job_try_start(swarm_client_t *c, struct swarm_job *j)
 	 * give the servers found a chance to connect before planning. */
 	if (pending_servers(c) > 0 && now - c->t_start < SWARM_SETTLE_MS && now < j->deadline)
 		return;
+	/* Routing on reputation: the same grace for the digests and their checks. */
+	if (c->cfg.w_rep > 0 && !c->rep.settled && now - c->t_start < CREP_GRACE_MS && now < j->deadline)
+		return;
 	err_msg_t e = { { 0 } };
 	sess_tick(j->sess, now);
 	int r = sess_start(j->sess, j->prompt, j->n_prompt, j->n_predict, &e);
@@ -544,6 +610,10 @@ static void job_setup(swarm_client_t *c, struct swarm_job *j)
 	route_cost_default(&sc.cost);
 	sc.cost.hop_ms = 1.0;
 	sc.cost.lambda = c->cfg.price_weight;
+	sc.cost.prefer = c->cfg.prefer;
+	sc.cost.w_price = c->cfg.w_price;
+	sc.cost.w_speed = c->cfg.w_speed;
+	sc.cost.w_rep = c->cfg.w_rep;
 	sc.send = send_cb;
 	sc.on_token = token_cb;
 	sc.on_done = done_cb;
@@ -631,7 +701,7 @@ static void merge_view(swarm_client_t *c)
 		return;
 	if (dht_node_peers(c->dht, c->model_id, buf, CL_MAX_SERVERS, &cnt) == 0) {
 		for (int k = 0; k < c->n_srv; k++)
-			c->srv[k].listed = 0;
+			c->srv[k].listed = c->srv[k].rp.listed = 0;
 		for (size_t i = 0; i < cnt && i < CL_MAX_SERVERS; i++) {
 			struct server *s = NULL;
 			for (int k = 0; k < c->n_srv; k++)
@@ -640,12 +710,14 @@ static void merge_view(swarm_client_t *c)
 			if (!s && c->n_srv < CL_MAX_SERVERS) {
 				s = &c->srv[c->n_srv++];
 				memset(s, 0, sizeof(*s));
+				crep_peer_init(&s->rp, buf[i].node_id);
 				s->tokens = c->cfg.max_msgs_per_sec / 4;
 				s->t_tokens = uv_now(&c->loop);
 			}
 			if (!s)
 				continue;
 			s->listed = 1;
+			s->rp.listed = 1;
 			if (s->rec.seq != buf[i].seq) {
 				s->rec = buf[i];
 				candidates_refresh(c, s);
@@ -706,7 +778,14 @@ static void publish_view(swarm_client_t *c)
 		in->listed = s->listed;
 		in->connected = s->ready;
 		in->rtt_ms = s->ready ? ps.rtt_ms : -1;
+		in->rep = s->rp.rep;
+		in->digests = s->rp.n_digests;
+		in->sessions = s->rp.tally.sessions;
+		in->failures = s->rp.tally.failures;
+		in->paid = s->rp.tally.paid;
 	}
+	v.spent_total = c->rep.spent_total;
+	v.digests_published = c->rep.n_pub;
 	for (struct swarm_job *j = c->active; j; j = j->next)
 		if (j->started && !j->finished)
 			job_info_publish(c, j);
@@ -797,6 +876,13 @@ static void on_msg(peer_conn_t *pc, const wire_msg_t *m, void *user)
 				cpay_kick(&j->pay, pay_live_sess_op(j));
 		return;
 	}
+	if (m->type == WIRE_RECEIPT) {
+		/* held by the job's payments until the FORWARD_RESULT that follows */
+		for (struct swarm_job *j = c->active; j; j = j->next)
+			if (j->started && !j->finished && cpay_receipt(&j->pay, server, &m->u.pay))
+				break;
+		return;
+	}
 	if (m->type == WIRE_ERROR) {
 		/* the CLOSE_SESSION that follows names the session (shard.h) */
 		log_debug("client", "server error %u: %s", m->u.error.code, m->u.error.msg);
@@ -866,6 +952,7 @@ static void shutdown_loop(swarm_client_t *c)
 		drain(c, &c->srv[i]);
 	c->closing = 1;
 	reap(c);
+	crep_close(&c->rep, rep_peers(c), c->n_srv);
 	if (c->watching && dht_node_unwatch(c->dht, c->model_id) != 0)
 		log_debug("client", "unwatch failed");
 	c->watching = 0;
@@ -960,6 +1047,27 @@ static void on_timer(uv_timer_t *t)
 			candidates_refresh(c, &c->srv[i]);
 		}
 	}
+	if (now - c->last_rep >= (c->rep.settled ? CL_REP_MS : CL_REP_MS / 4)) {
+		c->last_rep = now;
+		crep_refresh(&c->rep, rep_peers(c), c->n_srv);
+	}
+	pthread_mutex_lock(&c->mu);
+	int pub_req = c->pub_req;
+	c->pub_req = 0;
+	pthread_mutex_unlock(&c->mu);
+	if (pub_req) {
+		if (c->cfg.pay_wallet)
+			crep_publish(&c->rep, rep_peers(c), c->n_srv, wallet_pub(c->cfg.pay_wallet));
+		pthread_mutex_lock(&c->mu);
+		c->pub_done = 1;
+		c->pub_count = c->rep.n_pub;
+		pthread_mutex_unlock(&c->mu);
+	}
+	uint64_t pub_ms = c->cfg.rep_publish_ms ? c->cfg.rep_publish_ms : SWARM_REP_PUBLISH_MS;
+	if (c->cfg.pay_wallet && c->cfg.rep_publish_ms != UINT32_MAX &&
+	    (c->last_rep_pub == 0 || now - c->last_rep_pub >= pub_ms) &&
+	    crep_publish(&c->rep, rep_peers(c), c->n_srv, wallet_pub(c->cfg.pay_wallet)))
+		c->last_rep_pub = now;
 	if (c->own_dht && !c->lookup_busy && now - c->last_lookup >= CL_LOOKUP_MS) {
 		c->last_lookup = now;
 		c->lookup_busy = 1;
@@ -1121,6 +1229,7 @@ int swarm_client_new(const swarm_client_cfg_t *cfg, swarm_client_t **out, err_ms
 		if (dht_node_lookup(c->dht, c->model_id, CL_LOOKUP_WAIT_MS, NULL, 0, &cnt) != 0)
 			log_debug("client", "first lookup failed");
 	}
+	crep_state_init(&c->rep, &c->loop, c->dht, !c->own_dht, c->cfg.pay_settle, c->cfg.w_rep > 0 || c->cfg.rep_view);
 	uv_update_time(&c->loop);
 	c->t_start = c->last_lookup = c->last_view = c->last_refresh = uv_now(&c->loop);
 	merge_view(c);
@@ -1342,6 +1451,11 @@ int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, 
 	cc.pay_settle = cfg->pay_settle;
 	cc.pay_budget = cfg->pay_budget;
 	cc.pay_expiry_s = cfg->pay_expiry_s;
+	cc.prefer = cfg->prefer;
+	cc.w_price = cfg->w_price;
+	cc.w_speed = cfg->w_speed;
+	cc.w_rep = cfg->w_rep;
+	cc.rep_publish_ms = UINT32_MAX;   /* no periodic digests: once at the end (rep_publish, below) */
 	swarm_client_t *c = NULL;
 	int r = swarm_client_new(&cc, &c, e);
 	if (r)
@@ -1363,6 +1477,27 @@ int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, 
 		r = swarm_job_result(j, res, e);
 		swarm_job_free(j);
 	}
+	if (r == 0 && cfg->pay_wallet && cfg->rep_publish && swarm_client_publish_digests(c, 1000) > 0)
+		usleep(SWARM_DIGEST_LINGER_MS * 1000);
 	swarm_client_free(c);
 	return r;
+}
+
+int swarm_client_publish_digests(swarm_client_t *c, int timeout_ms)
+{
+	pthread_mutex_lock(&c->mu);
+	c->pub_req = 1;
+	c->pub_done = 0;
+	pthread_mutex_unlock(&c->mu);
+	double t0 = clock_sec();
+	for (;;) {
+		pthread_mutex_lock(&c->mu);
+		int done = c->pub_done, n = c->pub_count;
+		pthread_mutex_unlock(&c->mu);
+		if (done)
+			return n;
+		if ((clock_sec() - t0) * 1000.0 >= timeout_ms)
+			return -1;
+		usleep(10000);
+	}
 }

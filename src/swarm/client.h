@@ -59,6 +59,10 @@
 #define SWARM_REDIAL_MS 5000          /* a server whose connection dropped is dialed again after this */
 #define SWARM_DEFAULT_MAX_JOBS 256
 #define SWARM_DEFAULT_MSGS_PER_SEC 1500.0
+#define SWARM_REP_MAX_WATCH 12        /* providers whose digests a client watches */
+#define SWARM_REP_MAX_PUBLISH 4       /* digests a client keeps announced */
+#define SWARM_REP_PUBLISH_MS 60000u
+#define SWARM_DIGEST_LINGER_MS 1000
 
 typedef struct swarm_client swarm_client_t;
 typedef struct swarm_job swarm_job_t;
@@ -93,6 +97,22 @@ typedef struct swarm_client_cfg {
 	settle_t pay_settle;
 	int64_t pay_budget;                /* micro-units per channel (> 0 with a wallet) */
 	uint32_t pay_expiry_s;             /* channel lifetime (default 3600 s) */
+	/* Route policy (route.h; route_prefer_parse fills a route_cost_t whose
+	 * prefer and weights are copied here). ROUTE_PREFER_NONE: the ms cost. */
+	int prefer;
+	double w_price, w_speed, w_rep;
+	/* Reputation (docs/ARCHITECTURE.md "Reputation"). The client tallies
+	 * every provider's sessions, failures, latency and what it paid it. With
+	 * w_rep > 0 or rep_view set it watches the receipt digests published
+	 * about each provider (up to SWARM_REP_MAX_WATCH) and scores them
+	 * (swarm_server_info_t.rep). With a wallet it publishes, every
+	 * rep_publish_ms (0: SWARM_REP_PUBLISH_MS), a signed digest about each
+	 * provider it paid (at most SWARM_REP_MAX_PUBLISH) through its DHT node
+	 * (UINT32_MAX: never; swarm_generate, which lives for one generation).
+	 * A client routing on reputation (w_rep > 0) gives its first routes up to
+	 * 5 s (CREP_GRACE_MS) for the digests to arrive and be checked. */
+	int rep_view;
+	uint32_t rep_publish_ms;
 } swarm_client_cfg_t;
 
 /* One generation. Everything is copied at submit. */
@@ -146,6 +166,8 @@ typedef struct swarm_view {
 	int jobs;                          /* running or waiting */
 	uint64_t jobs_total, tokens_total, failovers_total;
 	uint64_t wire_bytes_in, wire_bytes_out;  /* over every server connection so far (monotonic) */
+	int64_t spent_total;               /* micro-units paid to providers so far (final vouchers) */
+	int digests_published;             /* receipt digests announced now */
 } swarm_view_t;
 
 /* One server of the model as the client knows it (for a status page). */
@@ -160,6 +182,10 @@ typedef struct swarm_server_info {
 	int listed;                        /* in the DHT view now (fresh, not tombstoned) */
 	int connected;                     /* a ready connection */
 	double rtt_ms;                     /* measured while connected; < 0 otherwise */
+	double rep;                        /* reputation score in [0, 1]; < 0: unknown */
+	uint32_t digests;                  /* others' receipt digests about it in the view */
+	uint32_t sessions, failures;       /* this client's hop sessions with it, of them failed */
+	int64_t paid;                      /* what this client paid it */
 } swarm_server_info_t;
 
 /* A hop of a job's route, for display. */
@@ -193,6 +219,12 @@ dht_node_t *swarm_client_dht(swarm_client_t *c);
 /* The model's servers known (at most cap written; returns how many there
  * are), as of the client's last view (refreshed every 500 ms). Any thread. */
 int swarm_client_servers(swarm_client_t *c, swarm_server_info_t *out, int cap);
+
+/* Asks the client's loop to announce its receipt digests now (a client
+ * about to close: see swarm_cfg_t.rep_publish) and waits up to timeout_ms
+ * for it. Returns the digests announced now (0 without a wallet or
+ * payments), or -1 if the loop did not answer in time. Any thread. */
+int swarm_client_publish_digests(swarm_client_t *c, int timeout_ms);
 
 /* Submits a generation. ERR_INVAL (no prompt, n_predict < 1, a token outside
  * the vocabulary), ERR_FULL (max_jobs running), ERR_NOMEM. */
@@ -232,6 +264,15 @@ typedef struct swarm_cfg {
 	settle_t pay_settle;
 	int64_t pay_budget;
 	uint32_t pay_expiry_s;
+	int prefer;                        /* route policy, as in swarm_client_cfg_t */
+	double w_price, w_speed, w_rep;
+	/* With a wallet: announce a receipt digest about each provider paid when
+	 * the generation ends, then linger SWARM_DIGEST_LINGER_MS so the DHT
+	 * puts leave before the client's DHT node closes. Nobody refreshes them
+	 * afterwards: readers drop them once stale (3 x the DHT refresh, 3 min
+	 * by default). They are signed by the run's throwaway identity and name
+	 * its wallet, which is what they weigh by. */
+	int rep_publish;
 } swarm_cfg_t;
 
 void swarm_cfg_default(swarm_cfg_t *c);

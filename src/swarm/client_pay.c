@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 void cpay_job_init(cpay_job_t *p, uv_loop_t *loop, swarm_client_cfg_t *cfg, const cpay_ops_t *ops,
@@ -187,25 +188,69 @@ void cpay_kick(cpay_job_t *p, sess_t *sess)
 	}
 }
 
-int cpay_count(cpay_job_t *p, uint64_t server, uint64_t sid, int start, int n, int final, wire_msg_t *out)
+int cpay_receipt(cpay_job_t *p, uint64_t server, const wire_pay_t *m)
 {
-	cpay_chan_t *ch = cpay_chan_find(p, server, sid);
+	cpay_chan_t *ch = cpay_chan_find(p, server, m->id);
 	if (!ch || ch->state != CPAY_CH_OPEN)
 		return 0;
+	if (ch->n_rcpt++ == 0)
+		memcpy(ch->rcpt, m->receipt, WIRE_RECEIPT_LEN);
+	return 1;
+}
+
+/* Checks the held receipt against the counts just updated; 1 with the
+ * answering voucher in *v, or -1 with why in *e. */
+static int cpay_answer(cpay_job_t *p, cpay_chan_t *ch, voucher_t *v, err_msg_t *e)
+{
+	int n = ch->n_rcpt;
+	ch->n_rcpt = 0;
+	if (n > 1) {
+		err_set(e, ERR_FORMAT, "%d receipts before one result", n);
+		return -1;
+	}
+	receipt_t r;
+	int rc = receipt_decode(ch->rcpt, WIRE_RECEIPT_LEN, &r, e);
+	if (rc == 0)
+		rc = chan_buyer_answer(&ch->b, &r, p->cfg->pay_wallet, (int64_t)time(NULL), v, e);
+	if (rc != 0) {
+		char why[sizeof(e->msg)];
+		snprintf(why, sizeof(why), "%s", e->msg);
+		err_set(e, rc, "%s: %s", voucher_err_str(rc), why);
+		return -1;
+	}
+	ch->receipts++;
+	return 1;
+}
+
+static int cpay_count_chan(cpay_job_t *p, cpay_chan_t *ch, uint64_t sid, int start, int n, int final,
+			   wire_msg_t *out)
+{
 	chan_buyer_t *b = &ch->b;
 	if (n > 0) {
 		int in = start >= p->n_prompt ? 0 : (start + n <= p->n_prompt ? n : p->n_prompt - start);
 		if (chan_buyer_count(b, (uint64_t)in, (uint64_t)(n - in)) != 0)
 			return 0;
 	}
-	uint64_t unpaid = b->in_tokens + b->out_tokens - b->paid_in - b->paid_out;
-	if (unpaid == 0 || (!final && unpaid < b->t.chunk))
-		return 0;
 	voucher_t v;
 	err_msg_t e = { { 0 } };
-	if (chan_buyer_voucher(b, p->cfg->pay_wallet, (int64_t)time(NULL), NULL, &v, &e) != 0) {
-		log_warn("client", "cannot sign a voucher: %s", e.msg);
-		return 0;
+	if (ch->n_rcpt > 0 && n > 0) {
+		if (cpay_answer(p, ch, &v, &e) < 0) {
+			ch->refused = 1;
+			log_warn("client", "receipt refused, session %016" PRIx64 " ended: %s", sid, e.msg);
+			memset(out, 0, sizeof(*out));
+			out->type = WIRE_ERROR;
+			out->u.error.code = WIRE_E_PAYMENT;
+			snprintf(out->u.error.msg, sizeof(out->u.error.msg), "receipt refused (%s)", e.msg);
+			return -1;
+		}
+	} else {
+		uint64_t unpaid = b->in_tokens + b->out_tokens - b->paid_in - b->paid_out;
+		if (unpaid == 0 || (!final && unpaid < b->t.chunk))
+			return 0;
+		if (chan_buyer_voucher(b, p->cfg->pay_wallet, (int64_t)time(NULL), NULL, &v, &e) != 0) {
+			log_warn("client", "cannot sign a voucher: %s", e.msg);
+			return 0;
+		}
 	}
 	memset(out, 0, sizeof(*out));
 	out->type = WIRE_VOUCHER;
@@ -213,6 +258,19 @@ int cpay_count(cpay_job_t *p, uint64_t server, uint64_t sid, int start, int n, i
 	if (voucher_encode(&v, out->u.pay.voucher) != 0)
 		return 0;
 	return 1;
+}
+
+int cpay_count(cpay_job_t *p, uint64_t server, uint64_t sid, int start, int n, int final, wire_msg_t *out)
+{
+	cpay_chan_t *ch = cpay_chan_find(p, server, sid);
+	if (!ch || ch->state != CPAY_CH_OPEN || ch->refused)
+		return 0;
+	/* Timed: it runs on the token path (docs/PERFORMANCE.md, "Payment
+	 * overhead inside sessions"). */
+	uint64_t t0 = clock_ns();
+	int rc = cpay_count_chan(p, ch, sid, start, n, final, out);
+	ch->work_ns += clock_ns() - t0;
+	return rc;
 }
 
 void cpay_lines(const cpay_job_t *p, swarm_result_t *res)
@@ -229,5 +287,11 @@ void cpay_lines(const cpay_job_t *p, swarm_result_t *res)
 		l->paid = b->paid;
 		l->price_in = b->t.price_in;
 		l->price_out = b->t.price_out;
+		char ch[17];
+		for (int k = 0; k < 8; k++)
+			snprintf(ch + 2 * k, 3, "%02x", b->t.channel[k]);
+		log_info("client", "channel %s..: %u receipts from the provider matched our count; paid %" PRId64
+			 " for %" PRIu64 "+%" PRIu64 " tokens; payment work %.0f us", ch, p->chans[i].receipts, b->paid,
+			 b->paid_in, b->paid_out, (double)p->chans[i].work_ns / 1e3);
 	}
 }

@@ -29,6 +29,13 @@ typedef struct cpay_chan {
 	uint64_t server, sid;
 	int state;                 /* CPAY_CH_* */
 	chan_buyer_t b;
+	/* The provider's receipts: RECEIPT comes just before the FORWARD_RESULT
+	 * that completes its chunk and is checked when that result is counted. */
+	int n_rcpt;                /* received, not yet checked (more than 1: refused) */
+	uint8_t rcpt[WIRE_RECEIPT_LEN];
+	uint32_t receipts;         /* checked and answered */
+	uint64_t work_ns;          /* time spent in cpay_count (on the token path) */
+	int refused;               /* a receipt was refused: no more vouchers */
 } cpay_chan_t;
 
 /* What the payment code asks of the client. */
@@ -70,8 +77,17 @@ int cpay_open(cpay_job_t *p, uint64_t server, uint64_t sid);
 /* Starts what waited for the terms: on a tick, never inside a sess call. */
 void cpay_kick(cpay_job_t *p, sess_t *sess);
 
+/* A RECEIPT from server: 1 if it names a paid session of this job (kept
+ * for the next cpay_count of that session), else 0. */
+int cpay_receipt(cpay_job_t *p, uint64_t server, const wire_pay_t *m);
+
 /* sess pay_count hook: 1 with a VOUCHER in *out when a chunk is due (or at
- * the end), else 0. */
+ * the end), else 0. When a receipt is held, the voucher answers it
+ * (chan_buyer_answer: the counts are the buyer's own, the prices the agreed
+ * ones); a receipt that differs is refused: -1 with a WIRE_ERROR
+ * (WIRE_E_PAYMENT, why) in *out, and the channel signs nothing more. With
+ * no receipt (a provider that sends none) the voucher is for the buyer's
+ * own count. */
 int cpay_count(cpay_job_t *p, uint64_t server, uint64_t sid, int start, int n, int final, wire_msg_t *out);
 
 /* The open channels of the job as result lines (res->pay, res->n_pay). */

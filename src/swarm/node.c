@@ -2,12 +2,14 @@
 #include "swarm/node.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -15,8 +17,10 @@
 #include "base/log.h"
 #include "base/pool.h"
 #include "infer/fwd.h"
+#include "market/ledger.h"
 #include "market/ledger_svc.h"
 #include "market/settle_remote.h"
+#include "market/vstore.h"
 #include "market/wallet.h"
 #include "dht/dht.h"
 #include "model/gguf.h"
@@ -35,6 +39,8 @@
 #define NODE_SOFTWARE "colony/0.1.0"
 #define NODE_SHARD_TICK_MS 1000
 #define NODE_CAPACITY_ANNOUNCE_MS 5000   /* at most one capacity re-announce per period */
+#define NODE_REDEEM_SCAN_MS 60000        /* stored vouchers not yet redeemed are retried this often */
+#define NODE_REDEEM_RETRY_MS 1000        /* ... and after a failure sooner: 1 s, doubling up to the above */
 
 struct known {
 	ann_t rec;
@@ -83,6 +89,21 @@ struct node {
 	 * redeems vouchers (created on first use, on a worker thread). */
 	wallet_t *wallet;
 	settle_remote_t *settle;
+	pthread_mutex_t settle_mu;  /* its creation: redeems and channel checks run on workers */
+	/* Channel checks (shard verify hook): one on a worker at a time, the
+	 * rest wait here, so a slow ledger holds one worker, not the pool the
+	 * shard's steps run on. */
+	struct verify_job *vq_head, *vq_tail;
+	int verify_busy;
+	/* Every accepted voucher is stored (vstore.h) before its credit is
+	 * served; the loop redeems what is stored and not yet confirmed at
+	 * start, every NODE_REDEEM_SCAN_MS, and sooner after a failure. Only the
+	 * loop thread (or, after the loop, the main thread) touches vs. */
+	vstore_t *vs;
+	uv_timer_t t_redeem;
+	int scan_jobs;              /* redeems of the current scan still on workers */
+	int redeem_failed;          /* a redeem failed (ledger unreachable) since the last scan began */
+	uint64_t next_scan_ms, retry_ms;
 	char ledger_host[256];
 	int ledger_port;
 	int64_t earned;             /* micro-units redeemed for paid sessions (atomic: redeemed
@@ -98,6 +119,7 @@ struct redeem_job {
 	int rc;
 	amount_t paid;
 	err_msg_t e;
+	int from_scan;
 };
 
 void node_cfg_default(node_cfg_t *c)
@@ -334,10 +356,11 @@ static void shard_reply(void *user, void *client, const wire_msg_t *m)
 		log_debug("node", "shard reply %s not sent: %s", wire_type_name(m->type), e.msg);
 }
 
-static void redeem_run(struct redeem_job *j)
+/* The ledger client, connected on first use (on a worker: it blocks). */
+static int node_settle(struct node *n, settle_t *st, err_msg_t *e)
 {
-	struct node *n = j->n;
-	j->rc = 0;
+	int r = 0;
+	pthread_mutex_lock(&n->settle_mu);
 	if (!n->settle) {
 		settle_remote_cfg_t rc;
 		settle_remote_cfg_default(&rc);
@@ -345,11 +368,25 @@ static void redeem_run(struct redeem_job *j)
 		rc.port = n->ledger_port;
 		rc.network = n->cfg.network;
 		rc.wallet = n->wallet;
-		if ((j->rc = settle_remote_new(&rc, &n->settle, &j->e)))
-			return;
+		r = settle_remote_new(&rc, &n->settle, e);
 	}
-	settle_t st = settle_remote_settle(n->settle);
+	if (r == 0)
+		*st = settle_remote_settle(n->settle);
+	pthread_mutex_unlock(&n->settle_mu);
+	return r;
+}
+
+static void redeem_run(struct redeem_job *j)
+{
+	struct node *n = j->n;
+	settle_t st;
+	if ((j->rc = node_settle(n, &st, &j->e)))
+		return;
 	j->rc = settle_redeem(&st, &j->v, 0, &j->paid, &j->e);
+	/* A connection the ledger closed while idle fails the first call after
+	 * it (the next dials again); a redeem is safe to repeat. */
+	if (j->rc == ERR_IO)
+		j->rc = settle_redeem(&st, &j->v, 0, &j->paid, &j->e);
 }
 
 static void redeem_log(struct redeem_job *j)
@@ -367,13 +404,48 @@ static void redeem_log(struct redeem_job *j)
 	}
 }
 
+/* A refusal that a retry cannot change: the channel is closed, expired or
+ * unknown, or the voucher is not the buyer's. Anything else (the ledger
+ * unreachable, a lost reply) is retried; the ledger pays a (channel,
+ * sequence) once, so a retry never pays twice. */
+static int redeem_final(int rc)
+{
+	return (rc <= VOUCHER_E_FORGED && rc >= VOUCHER_E_MIN) || rc == ERR_NOTFOUND;
+}
+
+/* Loop thread (or after the loop): what the ledger said goes into the store. */
+static void redeem_record(struct redeem_job *j)
+{
+	struct node *n = j->n;
+	err_msg_t e;
+	int64_t now = (int64_t)time(NULL);
+	int r = 0;
+	if (n->vs && j->rc == 0)
+		r = vstore_redeemed(n->vs, &j->v, now, &e);
+	else if (n->vs && redeem_final(j->rc))
+		r = vstore_refused(n->vs, &j->v, j->rc, j->e.msg, now, &e);
+	if (r)
+		log_warn("node", "voucher store: %s", e.msg);
+	if (j->rc && !redeem_final(j->rc) && !n->loop_done) {
+		/* Try again soon (the delay doubles while scans keep failing). */
+		uint64_t at = uv_now(&n->loop) + n->retry_ms;
+		if (at < n->next_scan_ms)
+			n->next_scan_ms = at;
+		n->redeem_failed = 1;
+	}
+}
+
 static void redeem_work(uv_work_t *w) { redeem_run(w->data); }
 
 static void redeem_done(uv_work_t *w, int status)
 {
+	struct redeem_job *j = w->data;
 	(void)status;
-	redeem_log(w->data);
-	free(w->data);
+	redeem_log(j);
+	redeem_record(j);
+	if (j->from_scan)
+		j->n->scan_jobs--;
+	free(j);
 }
 
 /* A paid session ended with a voucher: cash it without blocking the loop. */
@@ -396,8 +468,152 @@ static void shard_settle(void *user, const voucher_t *v)
 	if (n->loop_done || uv_queue_work(&n->loop, &j->w, redeem_work, redeem_done) != 0) {
 		redeem_run(j);
 		redeem_log(j);
+		redeem_record(j);
 		free(j);
 	}
+}
+
+/* shard.h on_voucher: the voucher is on disk before its credit is served. */
+static int shard_voucher(void *user, const voucher_t *v)
+{
+	struct node *n = user;
+	err_msg_t e;
+	int r = vstore_put(n->vs, v, (int64_t)time(NULL), &e);
+	if (r)
+		log_warn("node", "voucher not stored, its session ends: %s", e.msg);
+	return r;
+}
+
+/* Queues a redeem of a stored voucher the ledger has not confirmed (after a
+ * crash of this node, of the ledger, or a lost reply). */
+static int scan_one(void *ud, const vstore_entry_t *en)
+{
+	struct node *n = ud;
+	if (!vstore_entry_pending(en))
+		return 0;
+	struct redeem_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return ERR_NOMEM;
+	j->n = n;
+	j->v = en->best;
+	j->from_scan = 1;
+	j->w.data = j;
+	if (uv_queue_work(&n->loop, &j->w, redeem_work, redeem_done) != 0) {
+		free(j);
+		return ERR_IO;
+	}
+	n->scan_jobs++;
+	return 0;
+}
+
+static void on_redeem_timer(uv_timer_t *t)
+{
+	struct node *n = t->data;
+	uint64_t now = uv_now(&n->loop);
+	if (n->stopping || n->scan_jobs > 0 || now < n->next_scan_ms)
+		return;
+	n->next_scan_ms = now + NODE_REDEEM_SCAN_MS;
+	n->retry_ms = !n->redeem_failed ? NODE_REDEEM_RETRY_MS
+		: n->retry_ms * 2 > NODE_REDEEM_SCAN_MS ? NODE_REDEEM_SCAN_MS : n->retry_ms * 2;
+	n->redeem_failed = 0;
+	err_msg_t e;
+	size_t bad = 0;
+	int r = vstore_foreach(n->vs, scan_one, n, &bad, &e);
+	if (r)
+		log_warn("node", "redeem of stored vouchers: %s", r == ERR_NOMEM ? "out of memory" : e.msg);
+	if (bad)
+		log_warn("node", "voucher store: %zu malformed rows skipped", bad);
+	if (n->scan_jobs)
+		log_info("node", "redeeming %d stored voucher%s", n->scan_jobs, n->scan_jobs == 1 ? "" : "s");
+}
+
+/* One channel check before a paid session is served, on a worker. */
+struct verify_job {
+	uv_work_t w;
+	struct verify_job *next;
+	struct node *n;
+	uint64_t ticket;
+	uint8_t id[MARKET_IDLEN];
+	int rc;
+	settle_channel_t ch;
+	err_msg_t e;
+};
+
+static void verify_work(uv_work_t *w)
+{
+	struct verify_job *j = w->data;
+	settle_t st;
+	if ((j->rc = node_settle(j->n, &st, &j->e)) != 0)
+		return;
+	j->rc = settle_channel(&st, j->id, &j->ch, &j->e);
+	/* The ledger closes idle connections: the first call after a quiet
+	 * spell finds it gone and settle_remote dials again on the next. A
+	 * channel read is safe to repeat. */
+	if (j->rc == ERR_IO)
+		j->rc = settle_channel(&st, j->id, &j->ch, &j->e);
+}
+
+static void verify_done(uv_work_t *w, int status);
+
+/* Starts the next waiting check if none runs. */
+static void verify_next(struct node *n)
+{
+	while (!n->verify_busy && n->vq_head && !n->stopping) {
+		struct verify_job *j = n->vq_head;
+		n->vq_head = j->next;
+		if (!n->vq_head)
+			n->vq_tail = NULL;
+		if (uv_queue_work(&n->loop, &j->w, verify_work, verify_done) == 0) {
+			n->verify_busy = 1;
+			return;
+		}
+		if (n->shard)
+			shard_pay_verified(n->shard, j->ticket, ERR_IO, NULL, "cannot queue the check");
+		free(j);
+	}
+}
+
+static void verify_done(uv_work_t *w, int status)
+{
+	struct verify_job *j = w->data;
+	struct node *n = j->n;
+	n->verify_busy = 0;
+	if (status != 0 && j->rc == 0)
+		j->rc = err_set(&j->e, ERR_IO, "cancelled");
+	if (j->rc && j->rc != ERR_NOTFOUND)
+		log_warn("node", "channel check failed: %s", j->e.msg);
+	if (n->shard && !n->stopping) {
+		shard_pay_verified(n->shard, j->ticket, j->rc, j->rc ? NULL : &j->ch, j->e.msg);
+		shard_kick(n);
+	}
+	free(j);
+	verify_next(n);
+}
+
+/* shard verify hook: ask the ledger for the channel a PAY_OPEN names. */
+static void shard_verify(void *user, uint64_t ticket, const uint8_t channel[MARKET_IDLEN])
+{
+	struct node *n = user;
+	struct verify_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		shard_pay_verified(n->shard, ticket, ERR_NOMEM, NULL, "out of memory");
+		return;
+	}
+	j->n = n;
+	j->ticket = ticket;
+	memcpy(j->id, channel, MARKET_IDLEN);
+	j->w.data = j;
+	if (n->loop_done || n->stopping) {
+		free(j);
+		shard_pay_verified(n->shard, ticket, ERR_IO, NULL, "the node is stopping");
+		return;
+	}
+	if (n->vq_tail)
+		n->vq_tail->next = j;
+	else
+		n->vq_head = j;
+	n->vq_tail = j;
+	verify_next(n);
 }
 
 static void step_work(uv_work_t *w)
@@ -553,13 +769,14 @@ static void ctl_answer(struct ctl_client *c)
 			"{\"id\":\"%s\",\"short\":\"%s\",\"network\":\"%s\",\"port\":%d,\"dht_port\":%u,"
 			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d,"
 			"\"sessions\":%d,\"kv_used\":%llu,\"steps\":%llu,\"rows\":%llu,\"max_batch\":%llu,"
-			"\"batched_steps\":%llu,\"earned\":%lld}\n",
+			"\"batched_steps\":%llu,\"earned\":%lld,\"spent\":%lld}\n",
 			ident_id_full(ident_pub(n->id), hex), ident_id_short(ident_pub(n->id), sid), n->cfg.network,
 			n->port, dht_node_port(n->dht), mid, n->serving ? "true" : "false", n->cfg.layer_a,
 			n->cfg.layer_b, n->n_known, peer_net_count(n->net), ss.sessions, (unsigned long long)ss.kv_used,
 			(unsigned long long)ss.steps, (unsigned long long)ss.rows, (unsigned long long)ss.max_batch,
 			(unsigned long long)ss.batched_steps,
-			(long long)__atomic_load_n(&n->earned, __ATOMIC_RELAXED));
+			(long long)__atomic_load_n(&n->earned, __ATOMIC_RELAXED),
+			(long long)(n->cfg.spent ? n->cfg.spent(n->cfg.hook_ud) : 0));
 	} else {
 		out_printf(c, "{\"error\":\"unknown command (peers, status)\"}\n");
 	}
@@ -761,6 +978,14 @@ static int start(struct node *n, err_msg_t *e)
 			sc.pay.chunk = cfg->pay_chunk;
 			sc.pay.require_payment = cfg->require_payment;
 			sc.pay.on_settle = shard_settle;
+			if ((r = vstore_open(wh, &n->vs, e)))
+				return r;
+			sc.pay.on_voucher = shard_voucher;
+			if (n->ledger_port)
+				sc.pay.verify = shard_verify;
+			else
+				log_warn("node", "paid sessions without --ledger-peer: channels are not verified (the "
+					 "budget and expiry a buyer claims are trusted) and vouchers are not redeemed");
 			char addr[WALLET_ADDR_STRLEN];
 			log_info("node", "paid sessions: wallet %s, in %lld out %lld per 1M tokens, chunk %u%s",
 				 wallet_addr_str(wallet_pub(n->wallet), addr), (long long)cfg->price_in,
@@ -775,6 +1000,13 @@ static int start(struct node *n, err_msg_t *e)
 		 * or sessions opened before the first tick look idle for ever. */
 		uv_update_time(&n->loop);
 		shard_tick(n->shard, uv_now(&n->loop));
+		if (n->vs && n->ledger_port) {
+			/* The first scan runs as the loop starts: what a crash left unredeemed. */
+			n->retry_ms = NODE_REDEEM_RETRY_MS;
+			uv_timer_init(&n->loop, &n->t_redeem);
+			n->t_redeem.data = n;
+			uv_timer_start(&n->t_redeem, on_redeem_timer, 0, 250);
+		}
 		char mid[65];
 		log_info("node", "serving layers [%d, %d) of %s (model %s)", n->cfg.layer_a, n->cfg.layer_b,
 			 cfg->model_path, manifest_id_hex(n->model_id, mid));
@@ -793,7 +1025,11 @@ static int start(struct node *n, err_msg_t *e)
 				return err_prefix(e, r, "--ledger-operator");
 			lc.has_operator = 1;
 		}
-		if ((r = ledger_open(cfg->ledger_db, NULL, &n->ledger, e)))
+		ledger_opts_t lo;
+		ledger_opts_default(&lo);
+		if (cfg->ledger_window > 0)
+			lo.window = cfg->ledger_window;
+		if ((r = ledger_open(cfg->ledger_db, &lo, &n->ledger, e)))
 			return r;
 		lc.ledger = n->ledger;
 		if ((r = ledger_svc_new(&n->loop, &lc, &n->lsvc, e)))
@@ -909,6 +1145,7 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 	if (!n)
 		return err_set(e, ERR_NOMEM, "out of memory");
 	n->cfg = *cfg;
+	n->settle_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	n->lookup_buf = malloc(sizeof(ann_t) * NODE_MAX_KNOWN);
 	if (!n->lookup_buf || uv_loop_init(&n->loop) != 0) {
 		free(n->lookup_buf);
@@ -925,6 +1162,8 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 	}
 	int hooked = 0;
 	if (!r && cfg->on_started) {
+		if (cfg->earned_ref)
+			*cfg->earned_ref = &n->earned;
 		r = cfg->on_started(cfg->hook_ud, n->dht, n->gguf, n->serving ? n->model_id : NULL, e);
 		if (r)
 			begin_stop(n, "the service beside the node failed to start");
@@ -938,6 +1177,12 @@ int node_run(const node_cfg_t *cfg, err_msg_t *e)
 		cfg->on_stopped(cfg->hook_ud);
 	dht_node_free(n->dht);
 	shard_free(n->shard);   /* the loop has ended: no step is running */
+	while (n->vq_head) {    /* channel checks that never started */
+		struct verify_job *j = n->vq_head;
+		n->vq_head = j->next;
+		free(j);
+	}
+	vstore_free(n->vs);     /* after shard_free: its last sessions' redeems are recorded */
 	settle_remote_free(n->settle);
 	wallet_free(n->wallet);
 	ledger_svc_free(n->lsvc);   /* nor any ledger request */

@@ -8,7 +8,8 @@
  * socket (<home>/control.sock, mode 0600) answers one-line commands:
  *   "peers"  -> one JSON object per line for each known peer, then "."
  *   "status" -> one JSON object, then "." (with "earned": the micro-units
- *               redeemed at the ledger for paid sessions since start)
+ *               redeemed at the ledger for paid sessions since start, and
+ *               "spent": what its gateway paid providers, cfg.spent)
  * so `colony peers` and tests can read what the node knows.
  */
 #ifndef COLONY_SWARM_NODE_H
@@ -43,6 +44,7 @@ typedef struct node_cfg {
 	uint64_t stale_ms;             /* record staleness bound (0 = 3 x refresh) */
 	const char *ledger_db;         /* serve the ledger service on this SQLite file, or NULL */
 	const char *ledger_operator;   /* hex wallet address allowed to deposit/withdraw/slash */
+	int64_t ledger_window;         /* the ledger's challenge window, seconds (0: 3600) */
 	/* Paid sessions (shard.h "Payments"): on when a price is set or payment
 	 * is required. The wallet is <wallet_home or home>/wallet.key; vouchers
 	 * are redeemed at ledger_peer ("host:port") when each paid session ends. */
@@ -51,12 +53,23 @@ typedef struct node_cfg {
 	int require_payment;           /* refuse sessions without a channel */
 	const char *wallet_home;       /* NULL: home */
 	const char *ledger_peer;       /* NULL: vouchers are kept, not redeemed */
+	/* Each accepted voucher is stored in <wallet home>/vouchers.db before its
+	 * credit is served; those the ledger has not confirmed are redeemed at
+	 * start, every minute, and sooner after a failure (market/vstore.h). */
 	/* Something run beside the node (the CLI's HTTP gateway): on_started is
 	 * called once the node is up, with its DHT node and its model file (NULL
 	 * without a model) and id, which stay valid until on_stopped; that is
 	 * called after the node's loop has ended, before they are freed. A
 	 * nonzero return from on_started stops the node with that error. */
 	int (*on_started)(void *ud, dht_node_t *dht, const gguf_t *model, const uint8_t *model_id, err_msg_t *e);
+	/* If set, *earned_ref is pointed, before on_started, at the node's
+	 * counter of micro-units redeemed (read it atomically); valid until
+	 * on_stopped returns. */
+	const int64_t **earned_ref;
+	/* If set, "status" reports spent(hook_ud): micro-units paid by what
+	 * runs beside the node (its gateway's swarm client). Called on the
+	 * node's loop thread between on_started and on_stopped. */
+	int64_t (*spent)(void *ud);
 	void (*on_stopped)(void *ud);
 	void *hook_ud;
 } node_cfg_t;

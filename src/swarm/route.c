@@ -1,6 +1,7 @@
 /* route.c - route planning and bans (see route.h). */
 #include "swarm/route.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,11 +30,87 @@ void route_server_from_ann(route_server_t *s, uint64_t id, const ann_t *a, doubl
 	s->price = a->price;
 }
 
-double route_edge_cost(const route_server_t *s, const route_cost_t *c)
+/* Milliseconds per token through s (RTT, compute, the fixed hop cost). */
+static double edge_ms(const route_server_t *s, const route_cost_t *c)
 {
 	double rtt = s->rtt_ms >= 0 && isfinite(s->rtt_ms) ? s->rtt_ms : c->default_rtt_ms;
 	double comp = s->ms_per_token >= 0 && isfinite(s->ms_per_token) ? s->ms_per_token : c->default_ms_per_token;
+	return rtt + comp + c->hop_ms;
+}
+
+/* The scales of a policy's terms: the highest price and ms. */
+struct norm {
+	double price, ms;
+};
+
+static double policy_cost(const route_server_t *s, const route_cost_t *c, const struct norm *nm)
+{
+	double p = nm->price > 0 ? (double)s->price / nm->price : 0.0;
+	double m = nm->ms > 0 ? edge_ms(s, c) / nm->ms : 0.0;
+	double r = s->rep_known && isfinite(s->rep) ? s->rep : ROUTE_REP_UNKNOWN;
+	r = 1.0 - (r < 0 ? 0 : r > 1 ? 1 : r);
+	return c->w_price * p + c->w_speed * m + c->w_rep * r + ROUTE_TIE_EPS * (p + m + r);
+}
+
+double route_edge_cost(const route_server_t *s, const route_cost_t *c)
+{
+	if (c->prefer != ROUTE_PREFER_NONE) {
+		struct norm nm = { (double)s->price, edge_ms(s, c) };
+		return policy_cost(s, c, &nm);
+	}
+	/* Spelled as before policies existed, so the default's sums are bit-identical. */
+	double rtt = s->rtt_ms >= 0 && isfinite(s->rtt_ms) ? s->rtt_ms : c->default_rtt_ms;
+	double comp = s->ms_per_token >= 0 && isfinite(s->ms_per_token) ? s->ms_per_token : c->default_ms_per_token;
 	return rtt + comp + c->lambda * (double)s->price + c->hop_ms;
+}
+
+static int weight_ok(double w) { return isfinite(w) && w >= 0 && w <= 1e6; }
+
+int route_prefer_parse(route_cost_t *c, const char *name, const char *weights, err_msg_t *e)
+{
+	int prefer = ROUTE_PREFER_NONE;
+	double w[3] = { 0, 0, 0 };
+	if (name && *name) {
+		if (!strcmp(name, "price"))
+			prefer = ROUTE_PREFER_PRICE, w[0] = 1;
+		else if (!strcmp(name, "speed"))
+			prefer = ROUTE_PREFER_SPEED, w[1] = 1;
+		else if (!strcmp(name, "reputation") || !strcmp(name, "rep"))
+			prefer = ROUTE_PREFER_REP, w[2] = 1;
+		else
+			return err_set(e, ERR_INVAL, "--prefer '%s': want price, speed or reputation", name);
+	}
+	if (weights && *weights) {
+		const char *p = weights;
+		for (int i = 0; i < 3; i++) {
+			char *end;
+			errno = 0;
+			w[i] = strtod(p, &end);
+			if (end == p || errno || !weight_ok(w[i]) || (i < 2 && *end != ':') || (i == 2 && *end))
+				return err_set(e, ERR_INVAL, "--prefer-weights '%s': want P:S:R, three numbers >= 0", weights);
+			p = end + 1;
+		}
+		if (w[0] + w[1] + w[2] <= 0)
+			return err_set(e, ERR_INVAL, "--prefer-weights '%s': all weights are 0", weights);
+		if (prefer == ROUTE_PREFER_NONE)
+			prefer = ROUTE_PREFER_WEIGHTS;
+	}
+	c->prefer = prefer;
+	c->w_price = w[0];
+	c->w_speed = w[1];
+	c->w_rep = w[2];
+	return 0;
+}
+
+const char *route_prefer_name(int prefer)
+{
+	switch (prefer) {
+	case ROUTE_PREFER_PRICE: return "price";
+	case ROUTE_PREFER_SPEED: return "speed";
+	case ROUTE_PREFER_REP: return "reputation";
+	case ROUTE_PREFER_WEIGHTS: return "weights";
+	default: return "none";
+	}
 }
 
 int route_server_usable(const route_server_t *s, uint64_t now_ms)
@@ -150,6 +227,16 @@ int route_plan(const route_server_t *srv, int n, int a, int b, const route_cost_
 		return err_set(e, ERR_NOMEM, "out of memory");
 	for (int i = 0; i < nb; i++)
 		bt[i] = (struct best){ 0.0, -1, -1 };
+	struct norm nm = { 0, 0 };
+	for (int i = 0; c->prefer != ROUTE_PREFER_NONE && i < n; i++) {
+		const route_server_t *s = &srv[i];
+		if (s->layer_a < a || s->layer_b > b || s->layer_a >= s->layer_b || !route_server_usable(s, now_ms))
+			continue;
+		if ((double)s->price > nm.price)
+			nm.price = (double)s->price;
+		if (edge_ms(s, c) > nm.ms)
+			nm.ms = edge_ms(s, c);
+	}
 	bt[0].hops = 0;
 	/* Boundaries in increasing order: every edge into p comes from a
 	 * boundary before p, so bt[p] is final when p is reached. */
@@ -161,7 +248,7 @@ int route_plan(const route_server_t *srv, int n, int a, int b, const route_cost_
 			const route_server_t *s = &srv[i];
 			if (s->layer_a != p || s->layer_b <= p || s->layer_b > b || !route_server_usable(s, now_ms))
 				continue;
-			double cost = from->cost + route_edge_cost(s, c);
+			double cost = from->cost + (c->prefer ? policy_cost(s, c, &nm) : route_edge_cost(s, c));
 			struct best *to = &bt[s->layer_b - a];
 			if (better(to, srv, cost, from->hops + 1, s->id))
 				*to = (struct best){ cost, from->hops + 1, i };
@@ -180,7 +267,8 @@ int route_plan(const route_server_t *srv, int n, int a, int b, const route_cost_
 	int p = b;
 	for (int k = nh - 1; k >= 0; k--) {
 		const route_server_t *s = &srv[bt[p - a].edge];
-		hops[k] = (route_hop_t){ bt[p - a].edge, s->id, s->layer_a, s->layer_b, route_edge_cost(s, c) };
+		hops[k] = (route_hop_t){ bt[p - a].edge, s->id, s->layer_a, s->layer_b,
+					 c->prefer ? policy_cost(s, c, &nm) : route_edge_cost(s, c) };
 		p = s->layer_a;
 	}
 	*n_hops = nh;

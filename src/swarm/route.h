@@ -13,6 +13,19 @@
  *   + cost.lambda * price
  * Servers with no free session, or banned at `now`, are left out.
  *
+ * Policies (cost.prefer, `--prefer` and `--prefer-weights`). With a policy
+ * the edge cost is instead a weighted mix of three terms, each in [0, 1]:
+ *     w_price * price / P  +  w_speed * ms / M  +  w_rep * (1 - rep)
+ * where ms = rtt + ms_per_token + hop_ms (defaults for unknowns as above),
+ * P and M are the highest price and ms among the usable candidates inside
+ * the planned span (so the terms compare like with like, whatever the
+ * units), and rep is the server's reputation score (rep.h rep_scores;
+ * ROUTE_REP_UNKNOWN when none). Each term is summed over the hops, so a
+ * route of two servers pays both prices, both latencies and both risks.
+ * A tiny share (ROUTE_TIE_EPS) of every term is added so that what the
+ * policy ignores still breaks its ties (the cheapest of equally fast
+ * servers, say). ROUTE_PREFER_NONE keeps the cost above, unchanged.
+ *
  * Ties (equal total cost) are broken deterministically and independently of
  * the order of the candidates: fewer hops first, then the lower id of the hop
  * that enters each boundary. Ids must be unique among the candidates.
@@ -30,6 +43,16 @@
 #define ROUTE_BAN_BASE_MS 2000u          /* first ban */
 #define ROUTE_BAN_MAX_MS 300000u         /* cap of the doubling */
 #define ROUTE_MAX_LAYERS 65536           /* bound on b (matches WIRE_MAX_LAYER) */
+#define ROUTE_REP_UNKNOWN 0.5            /* the score of a server nobody has reported on */
+#define ROUTE_TIE_EPS 1e-3               /* weight of every term in a policy, besides its own */
+
+enum route_prefer {
+	ROUTE_PREFER_NONE = 0,    /* the ms cost (default) */
+	ROUTE_PREFER_PRICE,       /* weights 1:0:0 */
+	ROUTE_PREFER_SPEED,       /* 0:1:0 */
+	ROUTE_PREFER_REP,         /* 0:0:1 */
+	ROUTE_PREFER_WEIGHTS,     /* w_price:w_speed:w_rep as given */
+};
 
 /* One candidate server, as the caller knows it (from its DHT record and its
  * connection's measurements), plus the ban state route_ban keeps. */
@@ -42,6 +65,8 @@ typedef struct route_server {
 	uint64_t price;            /* micro-units per 1M tokens (as announced) */
 	uint64_t banned_until_ms;  /* left out while now < this */
 	uint32_t n_bans;           /* bans so far (the backoff exponent) */
+	double rep;                /* reputation score in [0, 1] when rep_known */
+	int rep_known;             /* 0: ROUTE_REP_UNKNOWN is used */
 } route_server_t;
 
 typedef struct route_cost {
@@ -51,6 +76,8 @@ typedef struct route_cost {
 	double hop_ms;                /* fixed cost of every hop (encode, send, schedule); 0 by default */
 	uint64_t ban_base_ms;         /* first ban; doubles with each further ban */
 	uint64_t ban_max_ms;          /* cap */
+	int prefer;                   /* enum route_prefer */
+	double w_price, w_speed, w_rep;  /* ROUTE_PREFER_WEIGHTS (the presets set them too) */
 } route_cost_t;
 
 /* One hop of a planned route. */
@@ -69,8 +96,18 @@ void route_cost_default(route_cost_t *c);
  * 0). rtt_ms < 0 means unmeasured. Ban state is zeroed. */
 void route_server_from_ann(route_server_t *s, uint64_t id, const ann_t *a, double rtt_ms);
 
-/* Cost of one server's edge under c (ignores bans and capacity). */
+/* Cost of one server's edge under c (ignores bans and capacity). With a
+ * policy this is the mix above normalised by the server's own values (each
+ * term 1 when nonzero); route_plan normalises over the candidates instead. */
 double route_edge_cost(const route_server_t *s, const route_cost_t *c);
+
+/* Sets c's policy from a name ("price", "speed", "reputation"; NULL or
+ * "" for none) and/or weights "P:S:R" (three finite numbers >= 0, not all
+ * 0; NULL or "" for the preset's). Weights without a name set
+ * ROUTE_PREFER_WEIGHTS. ERR_INVAL with a message for anything else. */
+int route_prefer_parse(route_cost_t *c, const char *name, const char *weights, err_msg_t *e) WUR;
+/* "price", "speed", "reputation", "weights" or "none". */
+const char *route_prefer_name(int prefer);
 
 /* 1 if s can be used at now_ms (free session, not banned). */
 int route_server_usable(const route_server_t *s, uint64_t now_ms);

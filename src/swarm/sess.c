@@ -471,8 +471,13 @@ static void on_result(sess_t *s, int j, const wire_forward_t *f)
 	if (s->cfg.pay_count) {
 		wire_msg_t v;
 		memset(&v, 0, sizeof(v));
-		if (s->cfg.pay_count(s->cfg.user, h->server, h->sid, start, n, 0, &v) == 1)
+		int pr = s->cfg.pay_count(s->cfg.user, h->server, h->sid, start, n, 0, &v);
+		if (pr == 1)
 			send_msg(s, h->server, &v);
+		else if (pr < 0) {
+			fail_hop(s, j, WIRE_E_PAYMENT, 1, "payment: %s", v.u.error.msg);
+			return;
+		}
 	}
 	if (h->b < s->L) {
 		int rc = hist_put(s, h->b, start, s->rows, n);

@@ -84,7 +84,9 @@ typedef void (*sess_done_cb)(void *user, int rc, const char *msg);
  * hop delivered, right after each FORWARD_RESULT is accepted and before
  * anything else is sent to that hop, and with final = 1 (n = 0) just before
  * the session sends it CLOSE_SESSION; returning 1 sends *voucher (filled by
- * the callback) first. Neither may call back into this sess_t. */
+ * the callback) first; returning -1 (a refused charge) fails the hop with
+ * the text of the WIRE_ERROR the callback put in *voucher (no voucher).
+ * Neither may call back into this sess_t. */
 #define SESS_PAY_WAIT 1
 typedef int (*sess_pay_open_cb)(void *user, uint64_t server, uint64_t session_id);
 typedef int (*sess_pay_count_cb)(void *user, uint64_t server, uint64_t session_id, int start, int n, int final,

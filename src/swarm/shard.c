@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 struct sess;
@@ -38,6 +39,11 @@ struct sess {
 	chan_provider_t *pay;
 	uint32_t n_prompt;
 	uint64_t pay_in, pay_out;
+	/* ... and the tokens served (results sent), and their total at the
+	 * last receipt. */
+	uint64_t served_in, served_out;
+	uint64_t rcpt_total;
+	uint64_t pay_ns;           /* time spent on its payments (token path) */
 };
 
 /* A PAY_OPEN waiting for its OPEN_SESSION. */
@@ -47,6 +53,10 @@ struct pay_pending {
 	chan_terms_t t;
 	uint32_t n_prompt;
 	char bad[160];             /* non-empty: the terms are refused, with this reason */
+	uint64_t ticket;           /* of the pending channel check (cfg.pay.verify) */
+	int verifying;             /* the check has not answered yet */
+	int has_open;              /* an OPEN_SESSION waits for it: */
+	wire_open_t open;
 };
 
 /* One segment of the running step. */
@@ -83,6 +93,7 @@ struct shard {
 	err_msg_t err;
 	shard_stats_t stats;
 	struct pay_pending *pend; /* max_sessions entries, client NULL = free */
+	uint64_t next_ticket;
 };
 
 void shard_cfg_default(shard_cfg_t *c)
@@ -159,6 +170,10 @@ static void sess_free(shard_t *s, struct sess *ss)
 	s->n_sess--;
 	fwd_state_free(ss->st);
 	if (ss->pay) {
+		log_info("shard", "paid session %016" PRIx64 " ended: served %" PRIu64 "+%" PRIu64 " tokens, %" PRIu64
+			 " receipts, voucher %" PRIu64 " for %" PRIu64 "+%" PRIu64 "; payment work %.0f us", ss->id,
+			 ss->served_in, ss->served_out, ss->pay->receipt_seq, ss->pay->last.seq, ss->pay->last.in_tokens,
+			 ss->pay->last.out_tokens, (double)ss->pay_ns / 1e3);
 		chan_provider_close(ss->pay);
 		if (ss->pay->last.seq > 0 && s->cfg.pay.on_settle)
 			s->cfg.pay.on_settle(s->cfg.user, &ss->pay->last);
@@ -313,6 +328,12 @@ static void on_pay_open(shard_t *s, void *client, const wire_pay_t *p)
 			 p->price_in, p->price_out, p->chunk, pc->price_in, pc->price_out, pc->chunk);
 	else if (p->expiry <= (int64_t)time(NULL))
 		snprintf(pp->bad, sizeof(pp->bad), "the channel has expired");
+	if (!pp->bad[0] && pc->verify) {
+		/* Last: verify may answer (shard_pay_verified) before it returns. */
+		pp->ticket = ++s->next_ticket;
+		pp->verifying = 1;
+		pc->verify(s->cfg.user, pp->ticket, t->channel);
+	}
 }
 
 static void on_pay_terms_req(shard_t *s, void *client, const wire_pay_t *q)
@@ -341,9 +362,13 @@ static void on_voucher(shard_t *s, void *client, const wire_pay_t *p)
 	}
 	voucher_t v;
 	err_msg_t e = { { 0 } };
+	uint64_t t0 = clock_ns();
 	int rc = voucher_decode(p->voucher, WIRE_VOUCHER_LEN, &v, &e);
 	if (rc == 0)
 		rc = chan_provider_accept(ss->pay, &v, (int64_t)time(NULL), &e);
+	ss->pay_ns += clock_ns() - t0;
+	if (rc == 0 && s->cfg.pay.on_voucher && (rc = s->cfg.pay.on_voucher(s->cfg.user, &v)) != 0)
+		err_set(&e, rc, "the provider could not store it");
 	if (rc != 0) {
 		char text[300];
 		snprintf(text, sizeof(text), "payment required: voucher refused (%s: %.200s)", voucher_err_str(rc), e.msg);
@@ -357,6 +382,13 @@ static void on_voucher(shard_t *s, void *client, const wire_pay_t *p)
 static void on_open(shard_t *s, void *client, const wire_open_t *o)
 {
 	const model_t *m = s->cfg.model;
+	struct pay_pending *wait = pay_take(s, client, o->session_id);
+	if (wait && wait->verifying) {
+		/* Its channel is being checked: answered by shard_pay_verified. */
+		wait->open = *o;
+		wait->has_open = 1;
+		return;
+	}
 	if (memcmp(o->model_id, s->cfg.model_id, WIRE_MODEL_ID_LEN) != 0) {
 		send_open_err(s, client, o->session_id, WIRE_E_UNSUPPORTED, "this shard serves another model");
 		return;
@@ -462,6 +494,61 @@ static void on_open(shard_t *s, void *client, const wire_open_t *o)
 	s->cfg.reply(s->cfg.user, client, &r);
 }
 
+/* Why the settlement layer's channel does not back what PAY_OPEN claimed
+ * (written into bad), or nothing. */
+static void pay_check_channel(const struct pay_pending *pp, const settle_channel_t *ch, char *bad, size_t cap)
+{
+	const chan_terms_t *t = &pp->t;
+	static const char *states[] = { "open", "closing", "closed" };
+	if (memcmp(ch->id, t->channel, MARKET_IDLEN) != 0)
+		snprintf(bad, cap, "the ledger answered for another channel");
+	else if (ch->state != SETTLE_OPEN)
+		snprintf(bad, cap, "the channel is %s at the ledger",
+			 ch->state >= 0 && ch->state <= 2 ? states[ch->state] : "not open");
+	else if (memcmp(ch->buyer, t->buyer, WALLET_PUBLEN) != 0)
+		snprintf(bad, cap, "the channel belongs to another buyer");
+	else if (memcmp(ch->provider, t->provider, WALLET_PUBLEN) != 0)
+		snprintf(bad, cap, "the channel pays another provider");
+	else if (ch->budget != t->budget)
+		snprintf(bad, cap, "budget %" PRId64 " claimed, the ledger holds %" PRId64, t->budget, ch->budget);
+	else if (ch->expiry != t->expiry)
+		snprintf(bad, cap, "expiry %" PRId64 " claimed, the ledger says %" PRId64, t->expiry, ch->expiry);
+	else if (ch->redeemed != 0 || ch->last_seq != 0)
+		/* Vouchers start again at sequence 1 in a session: a used channel
+		 * would let the buyer pay with amounts already redeemed. */
+		snprintf(bad, cap, "the channel was already redeemed from (%" PRId64 " paid)", ch->redeemed);
+	else if (ch->expiry <= (int64_t)time(NULL))
+		snprintf(bad, cap, "the channel has expired");
+}
+
+void shard_pay_verified(shard_t *s, uint64_t ticket, int rc, const settle_channel_t *ch, const char *why)
+{
+	struct pay_pending *pp = NULL;
+	for (int i = 0; i < s->cfg.max_sessions && !pp; i++)
+		if (s->pend[i].client && s->pend[i].verifying && s->pend[i].ticket == ticket)
+			pp = &s->pend[i];
+	if (!pp)
+		return;
+	pp->verifying = 0;
+	char id[17];
+	for (int i = 0; i < 8; i++)
+		snprintf(id + 2 * i, 3, "%02x", pp->t.channel[i]);
+	char bad[sizeof(pp->bad) - 32] = "";
+	if (rc == ERR_NOTFOUND)
+		snprintf(bad, sizeof(bad), "no such channel at the ledger");
+	else if (rc != 0 || !ch)
+		snprintf(bad, sizeof(bad), "the ledger could not be asked (%.80s)", why ? why : err_str(rc));
+	else
+		pay_check_channel(pp, ch, bad, sizeof(bad));
+	if (bad[0])
+		snprintf(pp->bad, sizeof(pp->bad), "channel %.16s..: %.127s", id, bad);
+	if (pp->has_open) {
+		pp->has_open = 0;
+		wire_open_t o = pp->open;
+		on_open(s, pp->client, &o);
+	}
+}
+
 static void forward_err(shard_t *s, void *client, struct sess *ss, uint64_t sid, int code, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
 static void forward_err(shard_t *s, void *client, struct sess *ss, uint64_t sid, int code, const char *fmt, ...)
@@ -518,7 +605,8 @@ static void on_forward(shard_t *s, void *client, const wire_forward_t *f)
 	}
 	if (ss->pay) {
 		/* Bounded credit: the first row must still be within one chunk of
-		 * the last voucher (then the whole request is served). */
+		 * the last voucher (then the whole request is served). Not timed:
+		 * a few additions. */
 		uint64_t n_in = 0;
 		if (f->start_pos < ss->n_prompt)
 			n_in = ss->n_prompt - f->start_pos < f->n_tokens ? ss->n_prompt - f->start_pos : f->n_tokens;
@@ -581,6 +669,12 @@ int shard_handle(shard_t *s, void *client, const wire_msg_t *m)
 		return 0;
 	case WIRE_CLOSE_SESSION: {
 		struct sess *ss = find(s, client, m->u.close.session_id);
+		if (ss && ss->pay && ss->pay->last.in_tokens + ss->pay->last.out_tokens < ss->served_in + ss->served_out)
+			/* The last voucher (sent before CLOSE) should cover everything
+			 * served; a buyer that pays less keeps at most a chunk. */
+			log_warn("shard", "session %016" PRIx64 " closed: %" PRIu64 "+%" PRIu64 " tokens served, the last "
+				 "voucher pays %" PRIu64 "+%" PRIu64, ss->id, ss->served_in, ss->served_out,
+				 ss->pay->last.in_tokens, ss->pay->last.out_tokens);
 		if (ss)
 			sess_end(s, ss);
 		return 0;
@@ -642,6 +736,38 @@ void shard_stats(const shard_t *s, shard_stats_t *st)
 }
 
 /* ---- steps */
+
+/* A paid session's rows [start, start + n) were computed: counts them as
+ * served and, once they are a chunk beyond the last receipt, sends the
+ * receipt for the cumulative counts (before the FORWARD_RESULT, so the
+ * buyer holds it when it counts that result and answers before its next
+ * FORWARD: no round trip is added). */
+static void pay_served(shard_t *s, struct sess *ss, uint32_t start, uint32_t n)
+{
+	uint64_t in = 0;
+	if (start < ss->n_prompt)
+		in = ss->n_prompt - start < n ? ss->n_prompt - start : n;
+	ss->served_in += in;
+	ss->served_out += n - in;
+	uint64_t total = ss->served_in + ss->served_out;
+	if (total - ss->rcpt_total < ss->pay->t.chunk)
+		return;
+	receipt_t rc;
+	int r = chan_provider_receipt(ss->pay, ss->served_in, ss->served_out, NULL, s->cfg.pay.wallet, &rc);
+	wire_msg_t m;
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_RECEIPT;
+	m.u.pay.id = ss->id;
+	if (r == 0)
+		r = receipt_encode(&rc, m.u.pay.receipt);
+	if (r != 0) {
+		log_warn("shard", "session %016" PRIx64 ": no receipt for %" PRIu64 "+%" PRIu64 " tokens (%s)", ss->id,
+			 ss->served_in, ss->served_out, voucher_err_str(r));
+		return;
+	}
+	ss->rcpt_total = total;
+	s->cfg.reply(s->cfg.user, ss->client, &m);
+}
 
 int shard_pending(const shard_t *s) { return !s->running && s->qhead != NULL; }
 
@@ -779,6 +905,11 @@ int shard_step_end(shard_t *s)
 		} else {
 			s->stats.rows += it->n;
 			ss->last_ms = s->now_ms;
+			if (ss->pay) {
+				uint64_t t0 = clock_ns();
+				pay_served(s, ss, it->start, it->n);
+				ss->pay_ns += clock_ns() - t0;
+			}
 			wire_msg_t r;
 			memset(&r, 0, sizeof(r));
 			r.type = WIRE_FORWARD_RESULT;

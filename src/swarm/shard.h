@@ -85,6 +85,7 @@
 #include "base/pool.h"
 #include "infer/fwd.h"
 #include "market/channel.h"
+#include "market/settle.h"
 #include "market/wallet.h"
 #include "model/model.h"
 #include "net/wire.h"
@@ -117,13 +118,40 @@ typedef void (*shard_settle_cb)(void *user, const voucher_t *v);
  * delivered to more than one chunk beyond the last voucher, a refused
  * voucher, or PAY_OPEN terms other than the shard's end the session with
  * WIRE_E_PAYMENT ("payment required: ..."). With require_payment an
- * OPEN_SESSION without PAY_OPEN is refused (OPEN_ERR, WIRE_E_PAYMENT). */
+ * OPEN_SESSION without PAY_OPEN is refused (OPEN_ERR, WIRE_E_PAYMENT).
+ *
+ * Receipts: when the rows a paid session has been served reach one chunk
+ * beyond its last receipt, the shard signs a receipt (chan_provider_receipt)
+ * for the cumulative counts and sends RECEIPT just before the
+ * FORWARD_RESULT that completes them; the buyer answers with the voucher for
+ * exactly those counts before its next FORWARD (docs/PROTOCOL.md).
+ *
+ * Channel checks: with verify set, each PAY_OPEN is checked at the
+ * settlement layer before its session is served. verify is called (loop
+ * thread, from shard_handle) with a ticket and the channel id, and must
+ * later call shard_pay_verified with that ticket, once, on the loop thread
+ * (it may do so from inside verify). An OPEN_SESSION that arrives
+ * meanwhile waits for the answer; the channel is refused (OPEN_ERR,
+ * WIRE_E_PAYMENT) when it does not exist, is not open, names another buyer
+ * or provider, has another budget or expiry than PAY_OPEN claims, or was
+ * already redeemed from. The verified terms are the session's; nothing is
+ * asked again during it. */
+typedef void (*shard_verify_cb)(void *user, uint64_t ticket, const uint8_t channel[MARKET_IDLEN]);
+/* A voucher was just accepted (chan_provider_accept): v is now its
+ * session's best. Called before the credit it unlocks is served (no later
+ * FORWARD of the session is taken before it returns), so the provider can
+ * store it durably first (vstore.h). A nonzero return ends the session as a
+ * refused voucher would: nothing is served on a voucher that was not kept.
+ * Loop thread; v is valid during the call. */
+typedef int (*shard_voucher_cb)(void *user, const voucher_t *v);
 typedef struct shard_pay_cfg {
 	const wallet_t *wallet;        /* borrowed, the provider's; NULL: payments off */
 	amount_t price_in, price_out;  /* micro-units per 1M tokens */
 	uint32_t chunk;                /* tokens per voucher (0: 64) */
 	int require_payment;
 	shard_settle_cb on_settle;     /* may be NULL */
+	shard_voucher_cb on_voucher;   /* may be NULL */
+	shard_verify_cb verify;        /* NULL: PAY_OPEN's claims are trusted */
 } shard_pay_cfg_t;
 
 #define SHARD_DEFAULT_PAY_CHUNK 64
@@ -156,6 +184,12 @@ void shard_free(shard_t *s);
  * come from a later shard_step_end. ERR_INVAL (nothing done) for any other
  * message type. */
 int shard_handle(shard_t *s, void *client, const wire_msg_t *m) WUR;
+/* The answer to verify(ticket): rc 0 and the channel as the settlement
+ * layer holds it, or rc < 0 (ERR_NOTFOUND: no such channel; other: the
+ * layer could not be asked) with why. A ticket whose PAY_OPEN is gone (its
+ * client dropped, answered already) is ignored. Loop thread. */
+void shard_pay_verified(shard_t *s, uint64_t ticket, int rc, const settle_channel_t *ch, const char *why);
+
 /* The client's connection is gone: frees its sessions and queued requests
  * without replying. */
 void shard_drop_client(shard_t *s, void *client);

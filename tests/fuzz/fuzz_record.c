@@ -5,7 +5,8 @@
  *   - is canonical: re-encoding it (signed by a fixed test key) gives back
  *     the same bytes apart from the node id and the signature, and that
  *     re-signed record decodes to the same fields,
- *   - and drives the store: variants of it (older/newer sequence, tombstone,
+ *   - for a receipt digest (kind 5), keeps its scope and count rules,
+ *   - and drives the store (shard records and digests): variants of it (older/newer sequence, tombstone,
  *     shifted timestamps) keep the store's invariants (one entry per node,
  *     within the cap, listed records fresh and ordered).
  * Under the replay driver, ctest runs the committed corpus in
@@ -48,14 +49,14 @@ static int is_zero(const void *p, size_t n)
 	return 1;
 }
 
-static void store_invariants(ann_store_t *s, uint64_t now, uint32_t max_nodes)
+static void store_invariants(ann_store_t *s, uint64_t now, uint32_t max_nodes, uint8_t kind)
 {
 	ann_t out[8];
 	FUZZ_ASSERT(ann_store_count(s) <= max_nodes);
 	size_t n = ann_store_collect(s, now, out, 8);
 	FUZZ_ASSERT(n <= ann_store_count(s));
 	for (size_t i = 0; i < n && i < 8; i++) {
-		FUZZ_ASSERT(out[i].kind == ANN_SHARD);
+		FUZZ_ASSERT(out[i].kind == kind);
 		FUZZ_ASSERT(ann_check(&out[i], NULL) == 0);
 		FUZZ_ASSERT(ann_check_time(&out[i], now, ann_store_config(s)->stale_ms, ann_store_config(s)->skew_ms, NULL) == 0);
 		if (i)
@@ -101,11 +102,11 @@ static void drive_store(const ann_t *base)
 		FUZZ_ASSERT(rc <= 0 && rc >= ERR_CODE_MIN);
 		if (rc)
 			FUZZ_ASSERT(e.msg[0] != 0 && ann_store_count(s) <= before);
-		store_invariants(s, now, c.max_nodes);
-		store_invariants(s, now + 3000, c.max_nodes);
+		store_invariants(s, now, c.max_nodes, base->kind);
+		store_invariants(s, now + 3000, c.max_nodes, base->kind);
 	}
 	ann_store_prune(s, now + 10000);
-	store_invariants(s, now + 10000, c.max_nodes);
+	store_invariants(s, now + 10000, c.max_nodes, base->kind);
 	ann_store_free(s);
 }
 
@@ -134,12 +135,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == 0)
 		FUZZ_ASSERT(memcmp(&a, &b, sizeof(a)) == 0);
 
-	/* Canonical form: re-sign with a test key; only node id and signature change. */
+	/* Canonical form: re-sign with a test key; only node id and signature change.
+	 * (A digest may not be about its signer: take the other key then.) */
+	int key = a.kind == ANN_REP && memcmp(a.rep_provider, g_pk[0], 32) == 0;
 	ann_t r = a;
-	memcpy(r.node_id, g_pk[0], 32);
+	memcpy(r.node_id, g_pk[key], 32);
 	uint8_t buf[ANN_MAX_SIZE];
 	size_t len = 0;
-	rc = ann_encode(&r, NET, g_sk[0], buf, sizeof(buf), &len, &e);
+	rc = ann_encode(&r, NET, g_sk[key], buf, sizeof(buf), &len, &e);
 	FUZZ_ASSERT(rc == 0);
 	FUZZ_ASSERT(len == size);
 	FUZZ_ASSERT(memcmp(buf, data, 8) == 0);
@@ -149,7 +152,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Signed for one network, refused by another. */
 	FUZZ_ASSERT(ann_decode(buf, len, NET ^ 1, &b, NULL) == ERR_FORMAT);
 
-	if (a.kind == ANN_SHARD)
+	if (a.kind == ANN_REP) {
+		/* The digest's invariants: a valid scope, no payment without wallets. */
+		uint8_t id[32];
+		ann_rep_id(a.rep_provider, id);
+		FUZZ_ASSERT(memcmp(id, a.model_id, 32) == 0);
+		FUZZ_ASSERT(a.rep_paid >= 0);
+		FUZZ_ASSERT((uint64_t)a.rep_failures + a.rep_timeouts <= a.rep_sessions);
+		FUZZ_ASSERT(size == ANN_MIN_REP_SIZE + 32u * a.rep_n_channels);
+		FUZZ_ASSERT((a.rep_paid > 0) == (a.rep_n_channels > 0) && a.rep_n_channels <= ANN_REP_MAX_CHANNELS);
+	}
+	if (a.kind == ANN_SHARD || a.kind == ANN_REP)
 		drive_store(&a);
 	return 0;
 }

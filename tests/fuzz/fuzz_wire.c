@@ -1,13 +1,15 @@
 /* fuzz_wire.c - libFuzzer target for the wire codec: any input either is
  * refused with a message, or decodes into a message that re-encodes to the
  * very same bytes (the codec is canonical). Hidden states of FORWARD
- * messages are decoded too, and F32/F16 ones re-encode to the same bytes.
+ * messages are decoded too, and F32/F16 ones re-encode to the same bytes;
+ * so are the vouchers and receipts that VOUCHER and RECEIPT carry.
  * Under the replay driver the corpus in tests/fuzz/corpus/wire/ runs. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "market/voucher.h"
 #include "net/wire.h"
 
 #define FUZZ_ASSERT(c) do { if (!(c)) { fprintf(stderr, "fuzz_wire: %s failed (line %d)\n", #c, __LINE__); abort(); } } while (0)
@@ -59,6 +61,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (m.type == WIRE_PROBE_DATA && m.u.probe.n_bytes)
 		FUZZ_ASSERT(m.u.probe.data >= data && m.u.probe.data + m.u.probe.n_bytes <= data + size);
+	/* the market records inside pay messages: refused with a message, or
+	 * canonical too */
+	if (m.type == WIRE_VOUCHER || m.type == WIRE_RECEIPT) {
+		voucher_t v;
+		receipt_t r;
+		uint8_t rec[RECEIPT_SIZE];
+		int vr = m.type == WIRE_VOUCHER ? voucher_decode(m.u.pay.voucher, WIRE_VOUCHER_LEN, &v, &e)
+						: receipt_decode(m.u.pay.receipt, WIRE_RECEIPT_LEN, &r, &e);
+		if (vr) {
+			FUZZ_ASSERT(vr < 0 && e.msg[0] != 0);
+		} else if (m.type == WIRE_VOUCHER) {
+			FUZZ_ASSERT(voucher_encode(&v, rec) == 0);
+			FUZZ_ASSERT(memcmp(rec, m.u.pay.voucher, WIRE_VOUCHER_LEN) == 0);
+		} else {
+			FUZZ_ASSERT(receipt_encode(&r, rec) == 0);
+			FUZZ_ASSERT(memcmp(rec, m.u.pay.receipt, WIRE_RECEIPT_LEN) == 0);
+		}
+	}
 	/* a short output buffer is refused, never overrun */
 	if (size > 1) {
 		rc = wire_encode(&m, out, size - 1, &n, &e);

@@ -87,6 +87,7 @@ PY
 # ---- /api/status
 curl -s "$URL/v1/completions" -H 'Content-Type: application/json' -d '{"model":"stories260K","prompt":"Once upon a time","max_tokens":16,"temperature":0}' >/dev/null
 curl -s -o /dev/null "$URL/v1/nowhere"
+sleep 1.5   # the gateway's client re-scores the providers every second
 curl -s -D "$TMP/status.h" "$URL/api/status" >"$TMP/status.json"
 python3 - "$TMP/status.json" "$TMP/nodes.json" <<'PY' && ok "/api/status: schema, 4 peers with their spans, coverage 5/5 x 2, the generation counted" || fail "/api/status: $(head -c 600 "$TMP/status.json")"
 import json, sys
@@ -100,7 +101,10 @@ typed(s, dict(object=S, version=S, time_ms=I, uptime_s=F, gateway=dict, latency=
 assert s["object"] == "colony.status"
 g = s["gateway"]
 typed(g, dict(url=S, model=S, model_id=S, key_required=B, context_length=I, requests=I, generations=I, active=I, tokens_in=I,
-              tokens_out=I, failovers=I, wire_bytes_in=I, wire_bytes_out=I, errors=dict, earnings=N, spend=N), "gateway")
+              tokens_out=I, failovers=I, wire_bytes_in=I, wire_bytes_out=I, errors=dict, earnings=N, spend=I,
+              digests_published=I), "gateway")
+# not in a node: no earnings known; an unpaid gateway spends nothing and publishes no digest
+assert g["spend"] == 0 and g["digests_published"] == 0, g
 typed(g["errors"], {"4xx": I, "5xx": I, "400": I, "401": I, "404": I, "413": I, "429": I, "503": I, "cancelled": I}, "errors")
 assert g["generations"] >= 1 and g["tokens_out"] == 16 and g["errors"]["404"] >= 1 and g["key_required"] is False, g
 assert len(g["model_id"]) == 64 and g["wire_bytes_out"] > 0
@@ -110,11 +114,18 @@ assert lat["samples"] == 1 and 0 < lat["ttft_ms_p50"] <= lat["ttft_ms_p90"] and 
 assert len(s["peers"]) == 4, s["peers"]
 for p in s["peers"]:
     typed(p, dict(id=S, short=S, address=S, model_id=S, layers=list, price=I, throughput_tps=F, free_sessions=I, rtt_ms=(F, N),
-                  connected=B, listed=B, last_seen_ms=I, age_ms=I), "peer")
+                  connected=B, listed=B, last_seen_ms=I, age_ms=I, score=(F, N), digests=I, sessions=I, failures=I,
+                  paid=I), "peer")
+    # scored from the gateway's own sessions (unpaid: local scores), unknown otherwise
+    assert (p["score"] is not None) == (p["sessions"] > 0), p
+    assert p["score"] is None or (0 < p["score"] <= 1 and p["failures"] == 0), p
+    assert p["paid"] == 0 and p["digests"] == 0, p
     assert p["connected"] and p["listed"] and p["model_id"] == g["model_id"] and p["rtt_ms"] is not None and p["rtt_ms"] >= 0
     assert len(p["id"]) == 64 and p["id"].startswith(p["short"]) and p["address"].startswith("127.0.0.1:")
     assert 0 <= p["age_ms"] < 10000, p
 assert sorted((p["id"], p["layers"]) for p in s["peers"]) == sorted((n["id"], n["layers"]) for n in nodes), (s["peers"], nodes)
+# the generation's route: one server per span, each with one good session
+assert sum(p["sessions"] for p in s["peers"]) == 2, [(p["layers"], p["sessions"]) for p in s["peers"]]
 (m,) = s["models"]
 typed(m, dict(id=S, model_id=S, layers=I, layers_covered=I, min_replicas=I, available=B, replicas=list, announced=list, missing=list), "model")
 assert m["layers"] == 5 and m["layers_covered"] == 5 and m["min_replicas"] == 2 and m["available"] and m["missing"] == []

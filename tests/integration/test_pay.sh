@@ -5,7 +5,10 @@
 # single-process text; when the session ends the provider redeems the last
 # voucher and is paid exactly the charge of the counted tokens (ceil of each
 # count x price / 1M); the buyer's balance + reserved budget adds up; the
-# ledger audits; an unpaid run is refused with "payment required".
+# ledger audits; an unpaid run is refused with "payment required". Every
+# chunk's receipt from the provider matched the buyer's own count. A buyer
+# whose channel lives at another ledger (so the provider's ledger does not
+# know it) is refused: the provider checks the channel before serving.
 . "$(dirname "$0")/lib.sh"
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
@@ -64,6 +67,10 @@ paid=$(echo "$line" | grep -o "([0-9]* micro-units" | tr -d '(' | awk '{print $1
   || fail "counts: in '$tin' (prompt $NP), out '$tout'"
 charge=$(( (tin * PIN + 999999) / 1000000 + (tout * POUT + 999999) / 1000000 ))
 [ "$paid" = "$charge" ] && ok "last voucher carries the charge: $charge micro-units" || fail "voucher $paid, charge $charge"
+# One receipt per whole chunk served (the prompt is one FORWARD, shorter than a chunk).
+nr=$(grep -o "[0-9]* receipts from the provider matched our count" "$TMP/pay.err" | awk '{print $1}')
+[ "$NP" -lt $CHUNK ] && [ "$nr" = $(( (tin + tout) / CHUNK )) ] && ok "$nr receipts checked against our count" \
+  || fail "receipts: '$nr' for $((tin + tout)) tokens, chunk $CHUNK: $(grep -i receipt "$TMP/pay.err" | tail -2)"
 
 # The provider redeems when the session ends.
 wait_log "$TMP/prov.log" "paid session settled" && ok "provider settled: $(grep -o 'paid session settled.*' "$TMP/prov.log" | head -1)" \
@@ -80,6 +87,21 @@ out=$(W buyer balance $L 2>/dev/null)
 bal=$(echo "$out" | awk '{print $2}') res=$(echo "$out" | awk '{print $6}')
 sum=$(python3 -c "print('%.6f' % (float('$bal') + float('$res') + $charge / 1e6))")
 [ "$sum" = "$DEP.000000" ] && ok "buyer balance + reserved + paid = deposit ($out)" || fail "buyer: '$out' (+ $charge)"
+
+# A channel the provider's ledger does not know: reserved at a second ledger.
+"$BIN" node --home "$TMP/lh2" --ledger "$TMP/ledger2.db" --ledger-operator "$OP" --log-level info >"$TMP/ledger2.log" 2>&1 &
+pids+=($!)
+wait_log "$TMP/ledger2.log" "transport 127.0.0.1:[0-9]" || { fail "second ledger did not start"; finish; exit 1; }
+L2="--ledger-peer 127.0.0.1:$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger2.log" | head -1 | cut -d: -f2)"
+W op deposit $DEP --to "$BUYER" $L2 >/dev/null 2>&1
+"$BIN" run -m "$M" --swarm "$BS" -p "$P" -n 8 --temp 0 --ignore-eos --pay $L2 --wallet-home "$TMP/buyer" \
+  --budget 5 --timeout-ms 5000 >/dev/null 2>"$TMP/nochan.err"
+rc=$?
+[ $rc != 0 ] && grep -q "no such channel at the ledger" "$TMP/nochan.err" \
+  && ok "a channel unknown to the provider's ledger: refused (exit $rc)" \
+  || fail "unknown channel: exit $rc, $(tail -c 500 "$TMP/nochan.err")"
+[ "$(grep -c 'paid session settled' "$TMP/prov.log")" = 1 ] && ok "nothing served or redeemed for it" \
+  || fail "provider settled $(grep -c 'paid session settled' "$TMP/prov.log") sessions"
 
 kill -TERM $LEDGER_PID; wait $LEDGER_PID 2>/dev/null
 out=$(W op audit --ledger "$TMP/ledger.db" 2>"$TMP/err")

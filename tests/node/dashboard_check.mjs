@@ -78,11 +78,15 @@ try {
       const sl = seg ? await seg.getAttribute('data-layers') : null;
       ok(sl === `${n.layers[0]}-${n.layers[1]}`, `node ${n.id.slice(0, 8)}: drawn over layers ${sl} in the coverage bar`);
     }
+    // the market columns: the route's servers are scored, the others not yet
+    const scores = await page.$$eval('#peers tbody tr[data-peer] td.score', (tds) => tds.map((td) => td.textContent));
+    ok(scores.length === nodes.length && scores.filter((t) => /^(0\.\d\d|1\.00)$/.test(t)).length === 2,
+      `score column: ${scores.join(' ')} (the 2 servers of the route scored)`);
     const cells = await page.$$eval('#coverage rect[data-layer]', (rs) => rs.map((r) => Number(r.getAttribute('data-replicas'))));
     ok(cells.length === cfg.layers && cells.every((r) => r === 2), `coverage strip: ${cells.length} layers, replicas ${cells.join(',')}`);
     ok(await page.$('#coverage .missing') === null, 'no layer marked missing');
-    ok((await page.textContent('#c-earnings')) === '\u2014' && (await page.textContent('#c-spend')) === '\u2014',
-      'earnings and spend are placeholders');
+    ok((await page.textContent('#c-earnings')) === '\u2014' && (await page.textContent('#c-spend')) === '0',
+      'earnings unknown outside a node; the unpaid gateway spent 0');
     // a generation shows up in the figures
     const r = await fetch(cfg.url + '/v1/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ model: cfg.model, prompt: 'Once upon a time', max_tokens: 24, temperature: 0 }) });

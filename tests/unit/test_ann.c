@@ -217,7 +217,7 @@ static void test_every_bound(void)
 	expect_field(buf, len, 4, 2, &k, ERR_UNSUPPORTED, "version 2");
 	expect_field(buf, len, 4, 0, &k, ERR_FORMAT, "version 0");
 	expect_field(buf, len, 5, 0, &k, ERR_UNSUPPORTED, "kind 0");
-	expect_field(buf, len, 5, 5, &k, ERR_UNSUPPORTED, "kind 5");
+	expect_field(buf, len, 5, 6, &k, ERR_UNSUPPORTED, "kind 6");
 	expect_field(buf, len, 5, 200, &k, ERR_UNSUPPORTED, "kind 200");
 	expect_field(buf, len, 6, 1, &k, ERR_FORMAT, "flags");
 	expect_field(buf, len, 7, 0x80, &k, ERR_FORMAT, "flags high");
@@ -299,7 +299,7 @@ static void test_every_bound(void)
 	d.sw_version[3] = '\n';
 	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_FORMAT);
 	d = a;
-	d.kind = 5;
+	d.kind = 6;
 	CHECK_EQ_INT(ann_encode(&d, NET, k.sk, out, sizeof(out), &l2, NULL), ERR_UNSUPPORTED);
 	d = a;
 	d.kind = ANN_SKILL;   /* a shard's fields do not make a skill record (no name) */

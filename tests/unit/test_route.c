@@ -1,8 +1,11 @@
 /* test_route.c - route planning: exact routes on hand-made server sets
  * (cheapest wins, unknown RTT default, replicas, ties, capacity), gaps named
- * in the error, bans with exponential backoff and expiry, sub-routes. */
+ * in the error, bans with exponential backoff and expiry, sub-routes;
+ * policies (--prefer price|speed|reputation, weights) with reputation
+ * scores from rep_scores on the issue's numbers. */
 #include "test.h"
 #include "swarm/route.h"
+#include "market/rep.h"
 
 static route_server_t S(uint64_t id, int a, int b, double rtt, double ms)
 {
@@ -214,5 +217,172 @@ static void test_from_ann(void)
 	CHECK(s.ms_per_token < 0);
 }
 
+/* ---- policies */
+
+static route_cost_t policy(const char *name, const char *w)
+{
+	route_cost_t c = cost0();
+	err_msg_t e;
+	if (route_prefer_parse(&c, name, w, &e) != 0)
+		fprintf(stderr, "  route_prefer_parse: %s\n", e.msg);
+	return c;
+}
+
+static void test_prefer_parse(void)
+{
+	route_cost_t c = cost0();
+	err_msg_t e;
+	REQUIRE(route_prefer_parse(&c, "price", NULL, &e) == 0);
+	CHECK(c.prefer == ROUTE_PREFER_PRICE && c.w_price == 1 && c.w_speed == 0 && c.w_rep == 0);
+	REQUIRE(route_prefer_parse(&c, NULL, "2:1:0.5", &e) == 0);
+	CHECK(c.prefer == ROUTE_PREFER_WEIGHTS && c.w_price == 2 && c.w_speed == 1 && c.w_rep == 0.5);
+	REQUIRE(route_prefer_parse(&c, "reputation", "0:1:3", &e) == 0);
+	CHECK(c.prefer == ROUTE_PREFER_REP && c.w_speed == 1 && c.w_rep == 3);
+	REQUIRE(route_prefer_parse(&c, NULL, NULL, &e) == 0);
+	CHECK(c.prefer == ROUTE_PREFER_NONE);
+	CHECK_EQ_INT(route_prefer_parse(&c, "cheap", NULL, &e), ERR_INVAL);
+	CHECK(strstr(e.msg, "cheap") != NULL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "1:2", &e), ERR_INVAL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "1:2:3:4", &e), ERR_INVAL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "0:0:0", &e), ERR_INVAL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "-1:1:1", &e), ERR_INVAL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "nan:1:1", &e), ERR_INVAL);
+	CHECK_EQ_INT(route_prefer_parse(&c, NULL, "1:x:1", &e), ERR_INVAL);
+	CHECK(!strcmp(route_prefer_name(ROUTE_PREFER_SPEED), "speed"));
+}
+
+/* Two servers of the same span [0, 8): ids 1 (A) and 2 (B). */
+static uint64_t pick(route_server_t *a, route_server_t *b, const route_cost_t *c)
+{
+	route_server_t s[2] = { *a, *b };
+	route_hop_t h[4];
+	int nh = 0;
+	err_msg_t e;
+	if (route_plan(s, 2, 0, 8, c, 0, h, 4, &nh, NULL, &e) != 0 || nh != 1)
+		return 0;
+	return h[0].id;
+}
+
+static void test_prefer_price_speed(void)
+{
+	route_server_t a = S(1, 0, 8, 10, 40), b = S(2, 0, 8, 10, 20);   /* B twice as fast */
+	a.price = 100000;
+	b.price = 300000;                                                 /* A a third of B's price */
+	route_cost_t none = cost0(), pr = policy("price", NULL), sp = policy("speed", NULL);
+	CHECK(pick(&a, &b, &none) == 2);        /* default: ms only, unchanged */
+	CHECK(pick(&a, &b, &pr) == 1);          /* price: the cheaper */
+	CHECK(pick(&a, &b, &sp) == 2);          /* speed: the faster */
+	/* Weights trade them: 3 x price against speed. */
+	route_cost_t w = policy(NULL, "3:1:0");
+	CHECK(pick(&a, &b, &w) == 1);
+	w = policy(NULL, "0.1:1:0");
+	CHECK(pick(&a, &b, &w) == 2);
+	/* Order of candidates does not matter. */
+	CHECK(pick(&b, &a, &pr) == 1);
+	/* Equal prices under "price": the speed tie-break picks the faster. */
+	b.price = a.price;
+	CHECK(pick(&a, &b, &pr) == 2);
+	/* A price policy over a chain: two cheap hops vs one dear hop. */
+	route_server_t s[3] = { S(1, 0, 4, 10, 10), S(2, 4, 8, 10, 10), S(3, 0, 8, 10, 10) };
+	s[0].price = s[1].price = 100;
+	s[2].price = 150;                       /* 150 < 100 + 100: the one hop */
+	uint64_t want12[] = { 1, 2 }, want3[] = { 3 };
+	CHECK(plan_is(s, 3, 0, 8, &pr, 0, want3, 1));
+	s[2].price = 250;                       /* 250 > 200: the two hops */
+	CHECK(plan_is(s, 3, 0, 8, &pr, 0, want12, 2));
+}
+
+/* The issue's numbers: 10 honest buyers paid A 1,000,000 each and report
+ * 20 good sessions; 50 Sybil buyers paid B nothing and report perfection.
+ * Node 0 is self, 1 = A, 2 = B, 3..12 honest, 13..62 Sybils. */
+static void test_prefer_reputation_sybil(void)
+{
+	enum { A = 1, B = 2, N = 63 };
+	rep_report_t r[60];
+	int k = 0;
+	for (uint32_t i = 3; i < 13; i++)
+		r[k++] = (rep_report_t){ i, A, { .sessions = 20, .tokens_served = 50000, .paid = 1000000, .latency_ms = 40 } };
+	for (uint32_t i = 13; i < 63; i++)
+		r[k++] = (rep_report_t){ i, B, { .sessions = 1000, .tokens_served = 1000000, .paid = 0 } };
+	double score[N];
+	err_msg_t e;
+	REQUIRE(rep_scores(N, r, (size_t)k, NULL, score, &e) == 0);
+	CHECK_NEAR(score[A], 1.0, 1e-9);
+	CHECK(score[B] >= 0 && score[B] < 1e-9);
+	CHECK(score[0] == -1.0);
+
+	route_server_t a = S(1, 0, 8, 10, 20), b = S(2, 0, 8, 10, 20);
+	a.price = b.price = 1000;
+	a.rep = score[A];
+	a.rep_known = 1;
+	b.rep = score[B];
+	b.rep_known = 1;
+	route_cost_t rp = policy("reputation", NULL);
+	CHECK(pick(&a, &b, &rp) == 1);
+	CHECK(pick(&b, &a, &rp) == 1);
+	/* Unknown reputation sits between: A beats it, it beats a bad one. */
+	route_server_t u = b;
+	u.rep_known = 0;
+	CHECK(pick(&a, &u, &rp) == 1);
+	CHECK(pick(&u, &b, &rp) == 2);
+	/* Even with B twice as fast, reputation 1:1 with speed keeps A. */
+	b.ms_per_token = 10;
+	route_cost_t w = policy(NULL, "0:1:1");
+	CHECK(pick(&a, &b, &w) == 1);
+	/* And the Sybils paying 1 micro-unit each do not change that. */
+	for (int i = 10; i < 60; i++)
+		r[i].obs.paid = 1;
+	REQUIRE(rep_scores(N, r, (size_t)k, NULL, score, &e) == 0);
+	CHECK(score[B] > 0 && score[B] < 1e-3);
+	/* Bad input. */
+	rep_report_t bad = { 0, 99, { .paid = 1 } };
+	CHECK_EQ_INT(rep_scores(N, &bad, 1, NULL, score, &e), ERR_INVAL);
+	bad = (rep_report_t){ 0, 1, { .paid = -1 } };
+	CHECK_EQ_INT(rep_scores(N, &bad, 1, NULL, score, &e), ERR_INVAL);
+}
+
+/* 20% failed sessions against 1%, same price and speed: the 1% provider
+ * wins, from paid reports, and from self's own unpaid sessions alone. */
+static void test_prefer_reputation_failures(void)
+{
+	enum { X = 1, Y = 2, N = 13 };
+	rep_report_t r[22];
+	int k = 0;
+	for (uint32_t i = 3; i < 13; i++) {
+		r[k++] = (rep_report_t){ i, X, { .sessions = 100, .failures = 20, .tokens_served = 100000, .paid = 1000000, .latency_ms = 50 } };
+		r[k++] = (rep_report_t){ i, Y, { .sessions = 100, .failures = 1, .tokens_served = 100000, .paid = 1000000, .latency_ms = 50 } };
+	}
+	double score[N];
+	err_msg_t e;
+	REQUIRE(rep_scores(N, r, (size_t)k, NULL, score, &e) == 0);
+	CHECK(score[Y] > score[X]);
+	CHECK_NEAR(score[Y], 1.0, 1e-9);
+	route_server_t x = S(1, 0, 8, 10, 20), y = S(2, 0, 8, 10, 20);
+	x.price = y.price = 5000;
+	x.rep = score[X];
+	y.rep = score[Y];
+	x.rep_known = y.rep_known = 1;
+	route_cost_t rp = policy("reputation", NULL), w = policy(NULL, "1:1:1");
+	CHECK(pick(&x, &y, &rp) == 2);
+	CHECK(pick(&y, &x, &rp) == 2);
+	CHECK(pick(&x, &y, &w) == 2);
+	/* Self's own unpaid sessions only: local scores. */
+	rep_report_t own[2] = {
+		{ 0, X, { .sessions = 100, .failures = 20, .latency_ms = 50 } },
+		{ 0, Y, { .sessions = 100, .failures = 1, .latency_ms = 50 } },
+	};
+	REQUIRE(rep_scores(N, own, 2, NULL, score, &e) == 0);
+	CHECK_NEAR(score[X], rep_local_score(&own[0].obs, NULL), 1e-12);
+	CHECK(score[Y] > score[X]);
+	CHECK(score[3] == -1.0);
+	x.rep = score[X];
+	y.rep = score[Y];
+	CHECK(pick(&x, &y, &rp) == 2);
+	/* Without a policy the default cost ignores reputation (a tie on ms: lower id). */
+	route_cost_t none = cost0();
+	CHECK(pick(&x, &y, &none) == 1);
+}
+
 TEST_MAIN(test_cheapest_chain, test_unknown_rtt_default, test_ties_are_deterministic, test_replicas_capacity,
-	  test_gaps_named, test_ban_backoff, test_sub_route, test_from_ann)
+	  test_gaps_named, test_ban_backoff, test_sub_route, test_from_ann, test_prefer_parse, test_prefer_price_speed,
+	  test_prefer_reputation_sybil, test_prefer_reputation_failures)

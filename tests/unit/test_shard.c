@@ -2,13 +2,19 @@
  * generation bit for bit, continuous batching gives each session its
  * single-session bits in one forward call, admission control by KV budget,
  * rewinds, idle timeouts, hostile requests, and paid sessions (terms, refusal
- * without a channel, bounded credit, forged vouchers, the voucher redeemed). */
+ * without a channel, bounded credit, forged vouchers, the voucher redeemed;
+ * receipts answered by the buyer's code, tampered receipts refused, channels
+ * checked at a real SQLite ledger). */
 #include "test.h"
 #include "infer/gen.h"
+#include "market/ledger.h"
 #include "model/manifest.h"
+#include "swarm/client_pay.h"
 #include "swarm/shard.h"
 
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- replies: every reply is encoded (so it must be a valid wire message)
  * and kept as bytes; tests decode them back. */
@@ -174,7 +180,8 @@ static int open_ok(shard_t *s, struct box *b, void *client, const wire_msg_t *m)
 	return r && r->u.open_ok.session_id == m->u.open.session_id && r->u.open_ok.max_len == m->u.open.max_len;
 }
 
-/* Sends one FORWARD, runs a step, decodes the FORWARD_RESULT into y. */
+/* Sends one FORWARD, runs a step, decodes the FORWARD_RESULT into y. A
+ * paid session's RECEIPT may come first (then it is b->r[0]). */
 static int forward1(shard_t *s, struct box *b, void *client, uint64_t sid, uint32_t start, float *x, uint32_t n,
 		    int dim, int enc, float *y)
 {
@@ -184,12 +191,27 @@ static int forward1(shard_t *s, struct box *b, void *client, uint64_t sid, uint3
 		return 0;
 	if (shard_step(s) != 1)
 		return 0;
-	const wire_msg_t *r = one_reply(b, WIRE_FORWARD_RESULT);
+	int rcpt = b->n == 2 && b->r[0].m.type == WIRE_RECEIPT && b->r[0].m.u.pay.id == sid && b->r[0].client == client;
+	const wire_msg_t *r;
+	if (rcpt) {
+		r = b->r[1].m.type == WIRE_FORWARD_RESULT ? &b->r[1].m : NULL;
+	} else
+		r = one_reply(b, WIRE_FORWARD_RESULT);
 	err_msg_t e;
-	if (!r || b->r[0].client != client || r->u.forward.session_id != sid || r->u.forward.start_pos != start ||
+	if (!r || b->r[b->n - 1].client != client || r->u.forward.session_id != sid || r->u.forward.start_pos != start ||
 	    r->u.forward.n_tokens != n || r->u.forward.dim != (uint32_t)dim || r->u.forward.enc != enc)
 		return 0;
 	return wire_hidden_decode(enc, r->u.forward.data, r->u.forward.data_len, n, (uint32_t)dim, y, &e) == 0;
+}
+
+/* The RECEIPT of the last forward1, decoded and checked against the
+ * provider's key, or 0. */
+static int got_receipt(struct box *b, const wallet_t *prov, receipt_t *r)
+{
+	err_msg_t e;
+	return b->n == 2 && b->r[0].m.type == WIRE_RECEIPT &&
+	       receipt_decode(b->r[0].m.u.pay.receipt, WIRE_RECEIPT_LEN, r, &e) == 0 &&
+	       receipt_verify(r, wallet_pub(prov)) == 0;
 }
 
 /* Expects ERROR(code) then CLOSE_SESSION(sid, code). */
@@ -821,9 +843,15 @@ static void test_paid(void)
 	float x[16 * 64], y[16 * 64];
 	make_rows(&f, 3, 16, x);
 	REQUIRE(forward1(sh, &b, &client, 8, 0, x, 3, d, WIRE_ENC_F32, y));   /* 3 in: within credit */
+	CHECK_EQ_INT(b.n, 1);   /* no receipt before a whole chunk */
 	REQUIRE(chan_buyer_count(&cb, 3, 0) == 0);
 	REQUIRE(forward1(sh, &b, &client, 8, 3, x + 3 * d, 1, d, WIRE_ENC_F32, y));   /* 4th: still */
 	REQUIRE(chan_buyer_count(&cb, 0, 1) == 0);
+	/* The chunk is complete: its receipt came first, signed by the provider. */
+	receipt_t rc;
+	CHECK(got_receipt(&b, prov, &rc));
+	CHECK(rc.seq == 1 && rc.in_tokens == 3 && rc.out_tokens == 1 && rc.amount == 6 && rc.price_in == 1000000 &&
+	      rc.price_out == 3000000 && memcmp(rc.channel, t.channel, 32) == 0);
 	/* The buyer pays for the 4 (3 in, 1 out: 3 + 3 = 6). */
 	voucher_t v;
 	REQUIRE(chan_buyer_voucher(&cb, buyer, (int64_t)time(NULL), NULL, &v, &e) == 0);
@@ -839,6 +867,7 @@ static void test_paid(void)
 	/* Then it stops paying: N more tokens are served, not one more. */
 	for (uint32_t i = 0; i < N; i++)
 		REQUIRE(forward1(sh, &b, &client, 8, 4 + i, x + (4 + i) * d, 1, d, WIRE_ENC_F32, y));
+	CHECK(got_receipt(&b, prov, &rc) && rc.seq == 2 && rc.in_tokens == 3 && rc.out_tokens == 5 && rc.amount == 18);
 	wire_msg_t fm = fwd_msg(8, 4 + N, x + (4 + N) * d, 1, (uint32_t)d, WIRE_ENC_F32);
 	box_clear(&b);
 	REQUIRE(shard_handle(sh, &client, &fm) == 0);
@@ -874,5 +903,388 @@ static void test_paid(void)
 	fx_close(&f);
 }
 
+/* A paid shard over [SPLIT, 5): 1 per input token, 3 per output token,
+ * chunk N, payment required. */
+static shard_t *mk_paid(struct fx *f, struct settled *st, const wallet_t *prov, uint32_t N, shard_verify_cb verify)
+{
+	shard_cfg_t c;
+	shard_cfg_default(&c);
+	c.model = f->m[1];
+	c.layer_a = SPLIT;
+	c.layer_b = 5;
+	memcpy(c.model_id, f->id, sizeof(f->id));
+	c.pool = f->pool;
+	c.reply = on_reply_settled;
+	c.user = st;
+	c.pay.wallet = prov;
+	c.pay.price_in = 1000000;
+	c.pay.price_out = 3000000;
+	c.pay.chunk = N;
+	c.pay.require_payment = 1;
+	c.pay.on_settle = on_settle;
+	c.pay.verify = verify;
+	shard_t *sh = NULL;
+	err_msg_t e;
+	REQUIRE(shard_new(&c, &sh, &e) == 0);
+	return sh;
+}
+
+static wire_msg_t pay_open_msg(uint64_t sid, const chan_terms_t *t, uint32_t n_prompt)
+{
+	wire_msg_t po;
+	memset(&po, 0, sizeof(po));
+	po.type = WIRE_PAY_OPEN;
+	po.u.pay.id = sid;
+	memcpy(po.u.pay.channel, t->channel, 32);
+	memcpy(po.u.pay.wallet, t->buyer, 32);
+	po.u.pay.budget = t->budget;
+	po.u.pay.expiry = t->expiry;
+	po.u.pay.price_in = t->price_in;
+	po.u.pay.price_out = t->price_out;
+	po.u.pay.chunk = (uint32_t)t->chunk;
+	po.u.pay.n_prompt = n_prompt;
+	return po;
+}
+
+/* A buyer job of client_pay.c with one open channel per session id. */
+static void buyer_job(cpay_job_t *pj, swarm_client_cfg_t *cc, const wallet_t *buyer, const chan_terms_t *t,
+		      const uint64_t *sids, int n, int n_prompt)
+{
+	memset(cc, 0, sizeof(*cc));
+	cc->pay_wallet = buyer;
+	cpay_job_init(pj, NULL, cc, NULL, NULL, n_prompt);
+	pj->chans = calloc((size_t)n, sizeof(cpay_chan_t));
+	REQUIRE(pj->chans);
+	pj->n_chans = pj->cap_chans = n;
+	for (int i = 0; i < n; i++) {
+		cpay_chan_t *ch = &pj->chans[i];
+		ch->server = 1;
+		ch->sid = sids[i];
+		ch->state = CPAY_CH_OPEN;
+		REQUIRE(chan_buyer_init(&ch->b, t) == 0);
+	}
+}
+
+/* What the client does with the replies of one forward1: a RECEIPT goes to
+ * the job, the result is counted (cpay_count), and a voucher it answers
+ * with goes to the shard. Returns cpay_count's result (out: its message). */
+static int buyer_step(shard_t *sh, struct box *b, void *client, cpay_job_t *pj, uint64_t sid, uint32_t start,
+		      uint32_t n, wire_msg_t *out)
+{
+	for (int i = 0; i < b->n; i++)
+		if (b->r[i].m.type == WIRE_RECEIPT)
+			CHECK(cpay_receipt(pj, 1, &b->r[i].m.u.pay) == 1);
+	int rc = cpay_count(pj, 1, sid, (int)start, (int)n, 0, out);
+	if (rc == 1) {
+		box_clear(b);
+		CHECK(shard_handle(sh, client, out) == 0);
+		CHECK_EQ_INT(b->n, 0);   /* accepted silently */
+	}
+	return rc;
+}
+
+/* Receipts end to end: the shard's receipts are answered by the buyer's
+ * code (client_pay.c) with vouchers for exactly their counts; a receipt that
+ * overcharges or is forged is refused, and nothing is paid for it. */
+static void test_paid_receipts(void)
+{
+	struct fx f;
+	fx_open(&f);
+	int d = f.whole->hp.n_embd;
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	struct settled st;
+	memset(&st, 0, sizeof(st));
+	st.b = &b;
+	wallet_t *prov = NULL, *buyer = NULL;
+	REQUIRE(wallet_new(NULL, &prov) == 0 && wallet_new(NULL, &buyer) == 0);
+	const uint32_t N = 4;
+	shard_t *sh = mk_paid(&f, &st, prov, N, NULL);
+	int client;
+	chan_terms_t t;
+	memset(&t, 0, sizeof(t));
+	memset(t.channel, 9, sizeof(t.channel));
+	memcpy(t.buyer, wallet_pub(buyer), WALLET_PUBLEN);
+	memcpy(t.provider, wallet_pub(prov), WALLET_PUBLEN);
+	t.budget = 1000;
+	t.expiry = (int64_t)time(NULL) + 3600;
+	t.price_in = 1000000;
+	t.price_out = 3000000;
+	t.chunk = N;
+	const uint64_t sids[] = { 10, 11, 12 };
+	cpay_job_t pj;
+	swarm_client_cfg_t cc;
+	buyer_job(&pj, &cc, buyer, &t, sids, 3, 3);
+	float x[32 * 64], y[32 * 64];
+	make_rows(&f, 5, 16, x);   /* 16 rows at most per call */
+	make_rows(&f, 6, 4, x + 16 * d);
+	wire_msg_t po, om, out;
+
+	/* Session 10: 3 prompt rows then 15 one at a time; every 4th token
+	 * brings a receipt, answered at once. */
+	po = pay_open_msg(10, &t, 3);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	om = open_msg(&f, 1, 10, 32, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	REQUIRE(forward1(sh, &b, &client, 10, 0, x, 3, d, WIRE_ENC_F32, y));
+	CHECK_EQ_INT(buyer_step(sh, &b, &client, &pj, 10, 0, 3, &out), 0);
+	int vouchers = 0;
+	for (uint32_t p = 3; p < 18; p++) {
+		REQUIRE(forward1(sh, &b, &client, 10, p, x + p * d, 1, d, WIRE_ENC_F32, y));
+		int had = b.n == 2;
+		int rc = buyer_step(sh, &b, &client, &pj, 10, p, 1, &out);
+		CHECK_EQ_INT(rc, had);   /* a voucher exactly when a receipt came */
+		vouchers += rc == 1;
+	}
+	CHECK_EQ_INT(vouchers, 4);
+	CHECK_EQ_INT(pj.chans[0].receipts, 4);
+	CHECK(pj.chans[0].b.paid_in == 3 && pj.chans[0].b.paid_out == 13 && pj.chans[0].b.paid == 42);
+	/* The end: the tail (2 tokens) is paid from the buyer's count, then CLOSE. */
+	CHECK_EQ_INT(cpay_count(&pj, 1, 10, 0, 0, 1, &out), 1);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &out) == 0);
+	wire_msg_t cm;
+	memset(&cm, 0, sizeof(cm));
+	cm.type = WIRE_CLOSE_SESSION;
+	cm.u.close.session_id = 10;
+	REQUIRE(shard_handle(sh, &client, &cm) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	CHECK_EQ_INT(st.n, 1);
+	CHECK(st.v.seq == 5 && st.v.in_tokens == 3 && st.v.out_tokens == 15 && st.v.amount == 48);
+
+	/* Session 11: the provider's receipt claims one token more than was
+	 * delivered (validly signed): refused, the hop fails, no voucher. */
+	po = pay_open_msg(11, &t, 3);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	om = open_msg(&f, 1, 11, 32, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	REQUIRE(forward1(sh, &b, &client, 11, 0, x, 3, d, WIRE_ENC_F32, y));
+	CHECK_EQ_INT(buyer_step(sh, &b, &client, &pj, 11, 0, 3, &out), 0);
+	REQUIRE(forward1(sh, &b, &client, 11, 3, x + 3 * d, 1, d, WIRE_ENC_F32, y));
+	REQUIRE(b.n == 2 && b.r[0].m.type == WIRE_RECEIPT);
+	chan_provider_t cheat;
+	REQUIRE(chan_provider_init(&cheat, &t) == 0);
+	receipt_t rr;
+	REQUIRE(chan_provider_receipt(&cheat, 3, 2, NULL, prov, &rr) == 0);
+	REQUIRE(receipt_encode(&rr, b.r[0].m.u.pay.receipt) == 0);
+	CHECK_EQ_INT(buyer_step(sh, &b, &client, &pj, 11, 3, 1, &out), -1);
+	CHECK(out.type == WIRE_ERROR && out.u.error.code == WIRE_E_PAYMENT);
+	CHECK(strstr(out.u.error.msg, "counts differ") != NULL && strstr(out.u.error.msg, "3+2") != NULL);
+	CHECK(pj.chans[1].refused && pj.chans[1].b.seq == 0);
+	CHECK_EQ_INT(cpay_count(&pj, 1, 11, 0, 0, 1, &out), 0);   /* no voucher at the close either */
+	box_clear(&b);
+	cm.u.close.session_id = 11;
+	REQUIRE(shard_handle(sh, &client, &cm) == 0);
+	CHECK_EQ_INT(st.n, 1);   /* nothing to redeem */
+
+	/* Session 12: a receipt with one byte changed (the charge) no longer
+	 * carries the provider's signature: refused as forged. */
+	po = pay_open_msg(12, &t, 3);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	om = open_msg(&f, 1, 12, 32, WIRE_ENC_F32);
+	REQUIRE(open_ok(sh, &b, &client, &om));
+	REQUIRE(forward1(sh, &b, &client, 12, 0, x, 4, d, WIRE_ENC_F32, y));
+	REQUIRE(b.n == 2 && b.r[0].m.type == WIRE_RECEIPT);
+	b.r[0].m.u.pay.receipt[73] ^= 1;   /* the amount's low byte */
+	CHECK_EQ_INT(buyer_step(sh, &b, &client, &pj, 12, 0, 4, &out), -1);
+	CHECK(strstr(out.u.error.msg, "forged") != NULL);
+	CHECK(pj.chans[2].refused && pj.chans[2].b.seq == 0);
+
+	cpay_job_close(&pj);
+	shard_free(sh);
+	CHECK_EQ_INT(st.n, 1);
+	box_clear(&b);
+	wallet_free(prov);
+	wallet_free(buyer);
+	fx_close(&f);
+}
+
+/* ---- channel checks at a real (SQLite) ledger */
+
+static char tmpdir_[512];
+
+static void tmp_cleanup(void)
+{
+	static const char *names[] = { "ledger.db", "ledger.db-wal", "ledger.db-shm", "ledger.db-journal" };
+	char p[600];
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", tmpdir_, names[i]);
+		unlink(p);
+	}
+	rmdir(tmpdir_);
+}
+
+/* The verify hook's side: the ledger, and the last check asked for. */
+struct verifier {
+	settle_t st;
+	int deferred;          /* 1: the test answers later (as a worker would) */
+	uint64_t ticket;
+	uint8_t id[MARKET_IDLEN];
+	int calls;
+	shard_t *sh;
+};
+
+static struct verifier *g_ver;   /* the shard's user pointer is the reply box */
+
+static void answer(struct verifier *v)
+{
+	settle_channel_t ch;
+	err_msg_t e = { "" };
+	int rc = settle_channel(&v->st, v->id, &ch, &e);
+	shard_pay_verified(v->sh, v->ticket, rc, rc ? NULL : &ch, e.msg);
+}
+
+static void verify_cb(void *user, uint64_t ticket, const uint8_t channel[MARKET_IDLEN])
+{
+	(void)user;
+	struct verifier *v = g_ver;
+	v->calls++;
+	v->ticket = ticket;
+	memcpy(v->id, channel, MARKET_IDLEN);
+	if (!v->deferred)
+		answer(v);
+}
+
+/* PAY_OPEN then OPEN_SESSION for sid claiming t: the OPEN_ERR's text, or
+ * NULL if the session was not refused for payment. */
+static const char *open_refused(shard_t *sh, struct fx *f, struct box *b, void *client, uint64_t sid,
+				const chan_terms_t *t)
+{
+	wire_msg_t po = pay_open_msg(sid, t, 3), om = open_msg(f, 1, sid, 32, WIRE_ENC_F32);
+	box_clear(b);
+	if (shard_handle(sh, client, &po) != 0 || shard_handle(sh, client, &om) != 0)
+		return NULL;
+	return got_open_err(b, sid, WIRE_E_PAYMENT) ? b->r[0].m.u.error.msg : NULL;
+}
+
+static void test_paid_verify(void)
+{
+	struct fx f;
+	fx_open(&f);
+	struct box b;
+	memset(&b, 0, sizeof(b));
+	struct settled st;
+	memset(&st, 0, sizeof(st));
+	st.b = &b;
+	wallet_t *prov = NULL, *buyer = NULL;
+	REQUIRE(wallet_new(NULL, &prov) == 0 && wallet_new(NULL, &buyer) == 0);
+	const char *td = getenv("TMPDIR");
+	snprintf(tmpdir_, sizeof(tmpdir_), "%s/test_shard.XXXXXX", td && *td ? td : "/tmp");
+	REQUIRE(mkdtemp(tmpdir_) != NULL);
+	atexit(tmp_cleanup);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/ledger.db", tmpdir_);
+	ledger_t *l = NULL;
+	err_msg_t e = { "" };
+	REQUIRE(ledger_open(path, NULL, &l, &e) == 0);
+	struct verifier ver;
+	memset(&ver, 0, sizeof(ver));
+	ver.st = ledger_settle(l);
+	g_ver = &ver;
+	int64_t now = (int64_t)time(NULL);
+	REQUIRE(settle_deposit(&ver.st, wallet_pub(buyer), 10000, &e) == 0);
+	settle_reserve_t rq;
+	memset(&rq, 0, sizeof(rq));
+	memcpy(rq.buyer, wallet_pub(buyer), WALLET_PUBLEN);
+	memcpy(rq.provider, wallet_pub(prov), WALLET_PUBLEN);
+	rq.budget = 1000;
+	rq.expiry = now + 3600;
+	memset(rq.nonce, 1, sizeof(rq.nonce));
+	chan_terms_t t;
+	memset(&t, 0, sizeof(t));
+	REQUIRE(settle_reserve(&ver.st, &rq, now, t.channel, &e) == 0);
+	memcpy(t.buyer, rq.buyer, WALLET_PUBLEN);
+	memcpy(t.provider, rq.provider, WALLET_PUBLEN);
+	t.budget = rq.budget;
+	t.expiry = rq.expiry;
+	t.price_in = 1000000;
+	t.price_out = 3000000;
+	t.chunk = 4;
+	shard_t *sh = mk_paid(&f, &st, prov, 4, verify_cb);
+	ver.sh = sh;
+	int client, client2;
+
+	/* The real channel, answered later: the OPEN_SESSION that arrived
+	 * meanwhile waits, then is served. */
+	ver.deferred = 1;
+	wire_msg_t po = pay_open_msg(20, &t, 3), om = open_msg(&f, 1, 20, 32, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client, &po) == 0);
+	CHECK_EQ_INT(ver.calls, 1);
+	CHECK(memcmp(ver.id, t.channel, MARKET_IDLEN) == 0);
+	REQUIRE(shard_handle(sh, &client, &om) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	answer(&ver);
+	const wire_msg_t *r = one_reply(&b, WIRE_OPEN_OK);
+	CHECK(r && r->u.open_ok.session_id == 20);
+	/* A late or repeated answer changes nothing. */
+	box_clear(&b);
+	answer(&ver);
+	CHECK_EQ_INT(b.n, 0);
+
+	/* Refusals, each with its reason. */
+	ver.deferred = 0;
+	chan_terms_t bad = t;
+	memset(bad.channel, 0x5a, sizeof(bad.channel));
+	const char *why = open_refused(sh, &f, &b, &client, 21, &bad);
+	CHECK(why && strstr(why, "no such channel") != NULL);
+	bad = t;
+	bad.budget = t.budget * 10;
+	why = open_refused(sh, &f, &b, &client, 22, &bad);
+	CHECK(why && strstr(why, "budget 10000 claimed, the ledger holds 1000") != NULL);
+	bad = t;
+	bad.expiry = t.expiry + 60;
+	why = open_refused(sh, &f, &b, &client, 23, &bad);
+	CHECK(why && strstr(why, "expiry") != NULL);
+	bad = t;
+	memset(bad.buyer, 3, sizeof(bad.buyer));
+	why = open_refused(sh, &f, &b, &client, 24, &bad);
+	CHECK(why && strstr(why, "another buyer") != NULL);
+	/* a channel the provider closed */
+	settle_reserve_t rq2 = rq;
+	memset(rq2.nonce, 2, sizeof(rq2.nonce));
+	chan_terms_t t2 = t;
+	REQUIRE(settle_reserve(&ver.st, &rq2, now, t2.channel, &e) == 0);
+	REQUIRE(settle_close(&ver.st, t2.channel, SETTLE_BY_PROVIDER, now, NULL, &e) == 0);
+	why = open_refused(sh, &f, &b, &client, 25, &t2);
+	CHECK(why && strstr(why, "closed at the ledger") != NULL);
+	/* a channel for another provider */
+	wallet_t *other = NULL;
+	REQUIRE(wallet_new(NULL, &other) == 0);
+	settle_reserve_t rq3 = rq;
+	memcpy(rq3.provider, wallet_pub(other), WALLET_PUBLEN);
+	chan_terms_t t3 = t;
+	REQUIRE(settle_reserve(&ver.st, &rq3, now, t3.channel, &e) == 0);
+	why = open_refused(sh, &f, &b, &client, 26, &t3);
+	CHECK(why && strstr(why, "another provider") != NULL);
+	wallet_free(other);
+
+	/* The client leaves while its check runs: the answer is dropped. */
+	ver.deferred = 1;
+	po = pay_open_msg(27, &t, 3);
+	om = open_msg(&f, 1, 27, 32, WIRE_ENC_F32);
+	box_clear(&b);
+	REQUIRE(shard_handle(sh, &client2, &po) == 0);
+	REQUIRE(shard_handle(sh, &client2, &om) == 0);
+	shard_drop_client(sh, &client2);
+	answer(&ver);
+	CHECK_EQ_INT(b.n, 0);
+	shard_stats_t ss;
+	shard_stats(sh, &ss);
+	CHECK_EQ_INT(ss.sessions, 1);   /* session 20 only */
+	CHECK_EQ_INT(ver.calls, 8);
+
+	shard_free(sh);
+	ledger_free(l);
+	box_clear(&b);
+	wallet_free(prov);
+	wallet_free(buyer);
+	fx_close(&f);
+}
+
 TEST_MAIN(test_chain_f32_bitwise, test_chain_f16_tokens, test_chain_q8_tokens, test_batching, test_rewind,
-	  test_admission, test_hostile, test_close_during_step, test_paid)
+	  test_admission, test_hostile, test_close_during_step, test_paid,
+	  test_paid_receipts, test_paid_verify)

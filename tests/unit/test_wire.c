@@ -584,14 +584,14 @@ static void test_version_pick(void)
 	CHECK_EQ_INT(wire_version_pick(&a, &c, &v, &e), ERR_UNSUPPORTED);
 }
 
-/* The four PAY messages: round trip byte for byte, sizes, and the checks. */
+/* The five PAY messages: round trip byte for byte, sizes, and the checks. */
 static void test_pay_msgs(void)
 {
 	wire_msg_t m, d;
 	err_msg_t e = { "" };
-	const int types[] = { WIRE_PAY_TERMS_REQ, WIRE_PAY_TERMS, WIRE_PAY_OPEN, WIRE_VOUCHER };
-	const size_t sizes[] = { 9, 62, 113, 170 };
-	for (int i = 0; i < 4; i++) {
+	const int types[] = { WIRE_PAY_TERMS_REQ, WIRE_PAY_TERMS, WIRE_PAY_OPEN, WIRE_VOUCHER, WIRE_RECEIPT };
+	const size_t sizes[] = { 9, 62, 113, 170, 186 };
+	for (int i = 0; i < 5; i++) {
 		memset(&m, 0, sizeof(m));
 		m.type = (uint8_t)types[i];
 		wire_pay_t *p = &m.u.pay;
@@ -613,6 +613,9 @@ static void test_pay_msgs(void)
 		if (types[i] == WIRE_VOUCHER)
 			for (int k = 0; k < WIRE_VOUCHER_LEN; k++)
 				p->voucher[k] = (uint8_t)k;
+		if (types[i] == WIRE_RECEIPT)
+			for (int k = 0; k < WIRE_RECEIPT_LEN; k++)
+				p->receipt[k] = (uint8_t)(255 - k);
 		size_t n1 = 0, n2 = 0;
 		REQUIRE(wire_encode(&m, enc1, sizeof(enc1), &n1, &e) == 0);
 		CHECK_EQ_INT(n1, sizes[i]);

@@ -186,11 +186,13 @@ function peersTable(s) {
         el('td', {}, fmt(p.rtt_ms, 2)),
         el('td', {}, p.throughput_tps > 0 ? fmt(p.throughput_tps, 1) : dash),
         el('td', {}, p.price),
+        el('td', { class: 'score', title: `${p.sessions} sessions, ${p.failures} failed, ${p.digests} digests from others` }, fmt(p.score, 2)),
+        el('td', { class: 'paid' }, p.paid),
         el('td', {}, p.free_sessions),
         el('td', {}, ago(p.age_ms)));
       return tr;
     });
-  fill('peers', rows, 'no peer found yet', 9);
+  fill('peers', rows, 'no peer found yet', 11);
 }
 
 function sessionsTable(s) {
