@@ -787,7 +787,10 @@ static int skills_announce(http_gw_t *g, const struct sockaddr_storage *ss, err_
 	}
 	ann_t a;
 	for (int i = 0; i < g->cfg.n_skills; i++) {
-		skill_record(&a, &g->cfg.skills[i], g->model_id, &gw);
+		/* A priced skill names the wallet it is paid at, so a buyer pays
+		 * no one else whoever answers at the address. */
+		const skill_def_t *sk = &g->cfg.skills[i];
+		skill_record(&a, sk, g->model_id, &gw, g->pay && spay_priced(sk) ? spay_wallet(g->pay) : NULL);
 		int r = dht_node_announce(g->dht, &a, e);
 		if (r)
 			return r;

@@ -125,7 +125,8 @@ int skill_desc_set(skill_def_t *d, const char *desc, err_msg_t *e)
 
 /* ---- records and offers ------------------------------------------------- */
 
-void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MODELLEN], const ann_addr_t *gateway)
+void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MODELLEN], const ann_addr_t *gateway,
+	const uint8_t *wallet)
 {
 	memset(a, 0, sizeof(*a));
 	a->kind = ANN_SKILL;
@@ -133,6 +134,8 @@ void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MOD
 	memcpy(a->skill_model, model_id, ANN_MODELLEN);
 	a->fee_call = d->fee_call;
 	a->price_out = d->price_out;
+	if (wallet)
+		memcpy(a->skill_wallet, wallet, ANN_WALLETLEN);
 	a->n_addrs = 1;
 	a->addrs[0] = *gateway;
 	snprintf(a->skill_name, sizeof(a->skill_name), "%s", d->name);
@@ -193,10 +196,18 @@ static json_t *offer_json(const ann_t *a)
 	sodium_bin2hex(node, sizeof(node), a->node_id, ANN_IDLEN);
 	snprintf(url, sizeof(url), "http://%s/v1", ann_addr_str(&a->addrs[0], addr, sizeof(addr)));
 	snprintf(id, sizeof(id), SKILL_PREFIX "%s", a->skill_name);
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:I,s:I},s:s,s:s,s:I,s:s}", "id", id, "object", "skill", "name",
-			 a->skill_name, "description", a->skill_desc, "model", model, "price", "fee_per_call",
-			 (json_int_t)a->fee_call, "per_1m_output_tokens", (json_int_t)a->price_out, "provider", node,
-			 "gateway_url", url, "created", (json_int_t)(a->timestamp_ms / 1000), "owned_by", node);
+	static const uint8_t zero[ANN_WALLETLEN];
+	char wallet[2 * ANN_WALLETLEN + 1];
+	sodium_bin2hex(wallet, sizeof(wallet), a->skill_wallet, ANN_WALLETLEN);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:I,s:I},s:s,s:s,s:I,s:s}", "id", id, "object", "skill", "name",
+			      a->skill_name, "description", a->skill_desc, "model", model, "price", "fee_per_call",
+			      (json_int_t)a->fee_call, "per_1m_output_tokens", (json_int_t)a->price_out, "provider", node,
+			      "gateway_url", url, "created", (json_int_t)(a->timestamp_ms / 1000), "owned_by", node);
+	/* The wallet the signed offer says it is paid at (null: it collects nothing). */
+	if (o)
+		json_object_set_new(o, "wallet", memcmp(a->skill_wallet, zero, ANN_WALLETLEN)
+							  ? json_string(wallet) : json_null());
+	return o;
 }
 
 char *skill_list_json(dht_node_t *dht, int timeout_ms)

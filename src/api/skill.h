@@ -57,7 +57,10 @@ int skill_desc_set(skill_def_t *d, const char *desc, err_msg_t *e) WUR;
 
 /* The records a gateway announces for its skills (node id, timestamp and
  * sequence are filled by dht_node_announce). */
-void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MODELLEN], const ann_addr_t *gateway);
+/* wallet: where the skill is paid (the gateway's, when it collects for a
+ * priced skill), or NULL (free, or served free). */
+void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MODELLEN], const ann_addr_t *gateway,
+	const uint8_t *wallet);
 void skill_index_record(ann_t *a, const skill_def_t *defs, int n);
 
 /* The fresh offers of skill `name` (ANN_SKILL records, one per node, ordered

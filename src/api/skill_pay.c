@@ -1089,8 +1089,9 @@ int spay_relay_open(spay_t *p, const ann_t *offer, const char *path, const char 
 	r->client_usage = client_usage;
 	spay_terms_t t;
 	int have = terms_get(p, offer->node_id, &t), status = 0;
-	if (have && (t.fee_call != offer->fee_call || t.price_out != offer->price_out))
-		have = 0;   /* the provider announced new prices: ask again */
+	if (have && (t.fee_call != offer->fee_call || t.price_out != offer->price_out ||
+		     memcmp(t.wallet, offer->skill_wallet, WALLET_PUBLEN) != 0))
+		have = 0;   /* the provider announced new prices or a new wallet: ask again */
 	err_msg_t e = { { 0 } };
 	chan_buyer_t keep;
 	for (int attempt = 0; attempt < 3; attempt++) {
@@ -1157,6 +1158,20 @@ int spay_relay_open(spay_t *p, const ann_t *offer, const char *path, const char 
 						     "the skill's provider asks %lld per call + %lld per 1M tokens; it announced "
 						     "%lld + %lld", (long long)nt.fee_call, (long long)nt.price_out,
 						     (long long)offer->fee_call, (long long)offer->price_out);
+				goto fail;
+			}
+			/* The terms come over plain HTTP from whatever answers at the
+			 * offer's address: pay only the wallet the signed offer names. */
+			static const uint8_t zero[WALLET_PUBLEN];
+			if (memcmp(nt.wallet, offer->skill_wallet, WALLET_PUBLEN) != 0) {
+				char tw[WALLET_ADDR_STRLEN], ow[WALLET_ADDR_STRLEN];
+				status = oai_err_set(err, 502, "server_error", NULL, "bad_terms",
+						     memcmp(offer->skill_wallet, zero, WALLET_PUBLEN)
+							     ? "the skill's provider asks to be paid at wallet %.16s..; its signed "
+							       "offer names %.16s.."
+							     : "the skill's provider asks to be paid at wallet %.16s..; its signed "
+							       "offer names no wallet%.0s",
+						     wallet_addr_str(nt.wallet, tw), wallet_addr_str(offer->skill_wallet, ow));
 				goto fail;
 			}
 			if (r->ch) {

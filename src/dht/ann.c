@@ -11,7 +11,7 @@
 
 #define DOMAIN_LEN 16  /* strlen(ANN_SIG_DOMAIN) */
 _Static_assert(sizeof(ANN_SIG_DOMAIN) - 1 == DOMAIN_LEN, "domain length");
-_Static_assert(ANN_MAX_SHARD_SIZE == 370 && ANN_MAX_SKILL_SIZE == 587 && ANN_MAX_INDEX_SIZE == 417 &&
+_Static_assert(ANN_MAX_SHARD_SIZE == 370 && ANN_MAX_SKILL_SIZE == 619 && ANN_MAX_INDEX_SIZE == 417 &&
 	ANN_MAX_REP_SIZE == 441 && ANN_MAX_SIZE >= ANN_MAX_INDEX_SIZE && ANN_MAX_SIZE >= ANN_MAX_REP_SIZE,
 	"documented maximum sizes");
 _Static_assert(ANN_SIGLEN == crypto_sign_BYTES && ANN_IDLEN == crypto_sign_PUBLICKEYBYTES &&
@@ -296,7 +296,7 @@ static size_t body_size(const ann_t *a)
 	if (a->kind == ANN_SHARD)
 		return 32 + addrs_size(a) + 1 + strlen(a->sw_version);
 	if (a->kind == ANN_SKILL)
-		return 32 + 16 + addrs_size(a) + 1 + strlen(a->skill_name) + 1 + strlen(a->skill_desc);
+		return 32 + 16 + ANN_WALLETLEN + addrs_size(a) + 1 + strlen(a->skill_name) + 1 + strlen(a->skill_desc);
 	if (a->kind == ANN_SKILL_INDEX) {
 		size_t n = 1;
 		for (int i = 0; i < a->n_skills; i++)
@@ -378,6 +378,7 @@ int ann_encode_with(const ann_t *a, uint32_t network, ann_sign_cb sign, void *si
 		put_bytes(&w, a->skill_model, ANN_MODELLEN);
 		put_u64(&w, (uint64_t)a->fee_call);
 		put_u64(&w, (uint64_t)a->price_out);
+		put_bytes(&w, a->skill_wallet, ANN_WALLETLEN);
 		put_addrs(&w, a);
 		put_str8(&w, a->skill_name);
 		put_str8(&w, a->skill_desc);
@@ -505,6 +506,7 @@ int ann_parse_unverified(const uint8_t *buf, size_t len, ann_t *out, err_msg_t *
 		get_bytes(&r, out->skill_model, ANN_MODELLEN, "skill model id");
 		out->fee_call = (int64_t)get_u64(&r, "fee per call");
 		out->price_out = (int64_t)get_u64(&r, "price per 1M output tokens");
+		get_bytes(&r, out->skill_wallet, ANN_WALLETLEN, "skill wallet");
 		rc = get_addrs(&r, out);
 		if (!rc)
 			rc = get_str8(&r, out->skill_name, ANN_MAX_SKILL_NAME, "skill name");

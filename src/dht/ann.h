@@ -50,13 +50,13 @@
 #define ANN_HEAD_SIZE 88
 #define ANN_MIN_SIZE (ANN_HEAD_SIZE + ANN_SIGLEN)                  /* a tombstone: 152 */
 #define ANN_MAX_SHARD_SIZE (ANN_HEAD_SIZE + 33 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SWVER + ANN_SIGLEN)  /* 370 */
-#define ANN_MAX_SKILL_SIZE (ANN_HEAD_SIZE + 32 + 16 + 1 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SKILL_NAME + \
-	1 + ANN_MAX_SKILL_DESC + ANN_SIGLEN)                                                      /* 587 */
+#define ANN_MAX_SKILL_SIZE (ANN_HEAD_SIZE + 32 + 16 + 32 + 1 + ANN_MAX_ADDRS * 19 + 1 + ANN_MAX_SKILL_NAME + \
+	1 + ANN_MAX_SKILL_DESC + ANN_SIGLEN)                                                      /* 619 */
 #define ANN_MAX_INDEX_SIZE (ANN_HEAD_SIZE + 1 + ANN_MAX_SKILLS * (1 + ANN_MAX_SKILL_NAME) + ANN_SIGLEN) /* 417 */
 #define ANN_REP_MAX_CHANNELS 4   /* channel ids a digest cites as evidence of its payment */
 #define ANN_MIN_REP_SIZE (ANN_HEAD_SIZE + 3 * 32 + 8 + 8 + 4 * 4 + 32 + 1 + ANN_SIGLEN)            /* 313 */
 #define ANN_MAX_REP_SIZE (ANN_MIN_REP_SIZE + ANN_REP_MAX_CHANNELS * 32)                           /* 441 */
-#define ANN_MAX_SIZE ANN_MAX_SKILL_SIZE                            /* the largest kind: 587 */
+#define ANN_MAX_SIZE ANN_MAX_SKILL_SIZE                            /* the largest kind: 619 */
 
 /* Scope ids of the skill records (the head's model_id field of kinds 3 and 4,
  * and so the DHT key they live under, see dht.h):
@@ -116,6 +116,8 @@ typedef struct ann {
 	uint8_t skill_model[ANN_MODELLEN];   /* model id the skill runs on */
 	int64_t fee_call;                    /* micro-units per call, >= 0 */
 	int64_t price_out;                   /* micro-units per 1M output tokens, >= 0 */
+	uint8_t skill_wallet[ANN_WALLETLEN]; /* where the skill is paid (vouchers' provider); zero:
+	                                        the gateway collects nothing (served free) */
 	char skill_name[ANN_MAX_SKILL_NAME + 1];
 	char skill_desc[ANN_MAX_SKILL_DESC + 1];
 	/* ANN_SKILL_INDEX only: */

@@ -68,6 +68,9 @@ for g in "$B" "$C"; do
   for _ in $(seq 150); do curl -s "$g/skills" | grep -q '"skill:story"' && break; sleep 0.1; done
 done
 curl -s "$B/skills" | grep -q '"skill:story"' && ok "B lists skill:story" || fail "B does not list the skill: $(curl -s "$B/skills")"
+# the signed offer names A's wallet: the only one a buyer pays for this skill
+curl -s "$B/skills" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; s=[x for x in d if x["id"]=="skill:story"][0]; assert s["wallet"]==sys.argv[1], s' "$PROV" \
+  && ok "the skill's signed offer names A's wallet" || fail "skill offer wallet: $(curl -s "$B/skills")"
 
 body() { python3 -c 'import json,sys; d={"model":"skill:story","max_tokens":int(sys.argv[1]),"temperature":0,"seed":7,
 "messages":[{"role":"user","content":sys.argv[2]}]}

@@ -652,17 +652,19 @@ static void test_skill_record(void)
 	key_make(&other, 22);
 	const uint64_t T = 1700000000000ull;
 	ann_t a = skill(&k, "story", "Short stories for children \xc3\xa9t\xc3\xa9", T, 5), b;
+	memset(a.skill_wallet, 0xa7, sizeof(a.skill_wallet));
 	uint8_t buf[1024];
 	size_t len = enc(&a, &k, NET, buf);
 	size_t dl = strlen(a.skill_desc);
-	/* head, model 32, fee 8, price 8, 1 v4 address 1+7, name 1+5, description 1+dl, signature */
-	CHECK_EQ_INT(len, 88 + 32 + 16 + 8 + 6 + 1 + dl + 64);
+	/* head, model 32, fee 8, price 8, wallet 32, 1 v4 address 1+7, name 1+5, description 1+dl, signature */
+	CHECK_EQ_INT(len, 88 + 32 + 16 + 32 + 8 + 6 + 1 + dl + 64);
 	CHECK_EQ_INT(buf[5], ANN_SKILL);
 	uint8_t id[32], want[32];
 	ann_skill_id("story", id);
 	crypto_generichash(want, 32, (const uint8_t *)"colony-skill:story", 18, NULL, 0);
 	CHECK(memcmp(id, want, 32) == 0 && memcmp(buf + 56, want, 32) == 0);
 	CHECK(rd64(buf + 120) == 2500 && rd64(buf + 128) == 1000000);
+	CHECK(buf[136] == 0xa7 && buf[167] == 0xa7);
 	err_msg_t e = { "" };
 	CHECK_OK(ann_decode(buf, len, NET, &b, &e));
 	CHECK(memcmp(&a, &b, sizeof(a)) == 0);
