@@ -1050,6 +1050,11 @@ static void on_timer(uv_timer_t *t)
 	if (now - c->last_rep >= (c->rep.settled ? CL_REP_MS : CL_REP_MS / 4)) {
 		c->last_rep = now;
 		crep_refresh(&c->rep, rep_peers(c), c->n_srv);
+		/* The jobs' candidate tables carry the scores: a route planned
+		 * right after this round must see the new ones. */
+		if (c->cfg.w_rep > 0)
+			for (int i = 0; i < c->n_srv; i++)
+				candidates_refresh(c, &c->srv[i]);
 	}
 	pthread_mutex_lock(&c->mu);
 	int pub_req = c->pub_req;

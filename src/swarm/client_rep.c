@@ -303,7 +303,8 @@ static void verify_done(uv_work_t *w, int status)
 	free(v);
 }
 
-/* The first lookup of the watched digest keys, on a worker. */
+/* A lookup of newly watched digest keys (a watch only brings what is
+ * published after it starts), on a worker. */
 struct ljob {
 	uv_work_t w;
 	crep_state_t *st;            /* touched on the loop thread only */
@@ -369,7 +370,10 @@ void crep_refresh(crep_state_t *st, crep_peer_t **peers, int n)
 	int watched = 0;
 	for (int i = 0; i < n; i++)
 		watched += peers[i]->watch == 1;
-	struct ljob *lj = cap && st->lookup_state == 0 ? calloc(1, sizeof(*lj)) : NULL;
+	/* Each watched key is looked up once, whenever its peer was found:
+	 * a peer discovered after the first round is not left to its watch. */
+	struct ljob *lj = cap && st->lookup_state != 1 ? calloc(1, sizeof(*lj)) : NULL;
+	int unlooked = 0;
 	const uint8_t *me = dht_node_id(st->dht);
 	for (int i = 0; i < n; i++) {
 		crep_peer_t *p = peers[i];
@@ -383,9 +387,15 @@ void crep_refresh(crep_state_t *st, crep_peer_t **peers, int n)
 			int r = dht_node_watch(st->dht, id, NULL, NULL);
 			if (r == 0)
 				watched++;
-			if (lj && (r == 0 || r == ERR_INVAL) && lj->n < CREP_MAX_WATCH)
-				memcpy(lj->ids[lj->n++], id, ANN_MODELLEN);
 			p->watch = r == 0 ? 1 : r == ERR_INVAL ? 2 : 0;
+		}
+		if (p->watch && !p->looked) {
+			if (lj && lj->n < CREP_MAX_WATCH) {
+				memcpy(lj->ids[lj->n++], id, ANN_MODELLEN);
+				p->looked = 1;
+			} else {
+				unlooked++;
+			}
 		}
 		size_t cnt = 0, room = cap - nd < CREP_DIGESTS ? cap - nd : CREP_DIGESTS;
 		p->n_digests = 0;
@@ -434,7 +444,8 @@ void crep_refresh(crep_state_t *st, crep_peer_t **peers, int n)
 		}
 	}
 	free(lj);
-	if (!st->settled && !queued && !st->vc_busy && nd == st->last_nd && (!cap || st->lookup_state == 2))
+	if (!st->settled && !queued && !st->vc_busy && nd == st->last_nd && !unlooked &&
+	    (!cap || st->lookup_state == 2))
 		st->settled = 1;
 	st->last_nd = nd;
 	err_msg_t e;

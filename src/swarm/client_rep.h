@@ -106,6 +106,7 @@ typedef struct crep_peer {
 	crep_tally_t tally;          /* tally.node_id: the server's node id */
 	int listed;                  /* in the DHT view now (the client keeps it current) */
 	int watch;                   /* its digest key: 1 watched by us, 2 by someone else (read only) */
+	int looked;                  /* its digest key was looked up once (or is being) */
 	int pub;                     /* a digest of ours about it is announced */
 	uint64_t pub_version;        /* the tally version announced */
 	double rep;                  /* score; < 0: unknown */
@@ -129,7 +130,7 @@ typedef struct crep_state {
 	int n_vc, vc_next, vc_busy;
 	int n_pub;                   /* digests announced now */
 	size_t last_nd;              /* digests in view at the last round */
-	int lookup_state;            /* the first lookup of the watched keys: 0 not yet, 1 running, 2 done */
+	int lookup_state;            /* lookups of newly watched keys: 0 none yet, 1 running, 2 idle */
 	int settled;                 /* a round found every listed peer watched a while, nothing left to check */
 	int64_t spent_total;         /* what the client paid providers (kept by client.c) */
 } crep_state_t;
