@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "api/assets.h"
+#include "api/gwpay.h"
 #include "api/metrics.h"
 #include "api/oai.h"
 #include "api/skill_pay.h"
@@ -53,6 +54,7 @@ struct http_gw {
 	swarm_client_t *client;
 	dht_node_t *dht;            /* the client's: skill records and offers */
 	spay_t *pay;                /* paid skill calls, or NULL (skill_pay.h) */
+	gwpay_t *gwpay;             /* paid shard sessions, or NULL (gwpay.h) */
 	int stopping;               /* atomic */
 	http_stats_t st;            /* atomics */
 	metrics_t *metrics;
@@ -326,7 +328,10 @@ static void gen_free(struct gen *x)
 			metrics_tokens(x->gw->metrics, 0, (uint64_t)x->completion_tokens);
 			gen_record(x, x->failed ? "failed" : "cancelled", NULL);
 		}
-		swarm_job_free(x->job);   /* cancels a running job: its sessions are closed */
+		if (x->gw->gwpay)   /* its end and its channels' closes on gwpay's thread */
+			gwpay_job_done(x->gw->gwpay, x->job);
+		else
+			swarm_job_free(x->job);   /* cancels a running job: its sessions are closed */
 	}
 	if (!x->counted_end && x->job)
 		STAT_SUB(x->gw, active, 1);
@@ -1060,7 +1065,12 @@ static char *status_json(http_gw_t *g)
 	http_status_in_t in;
 	memset(&in, 0, sizeof(in));
 	in.version = "0.1.0";
-	in.url = g->url;
+	/* written under mu once the daemon (whose threads call this) runs */
+	char url[sizeof(g->url)];
+	pthread_mutex_lock(&g->mu);
+	memcpy(url, g->url, sizeof(url));
+	pthread_mutex_unlock(&g->mu);
+	in.url = url;
 	in.model_name = g->model_name;
 	in.model_hex = g->model_hex;
 	in.key_required = g->cfg.api_key && *g->cfg.api_key;
@@ -1362,7 +1372,9 @@ void http_gw_free(http_gw_t *g)
 	__atomic_store_n(&g->stopping, 1, __ATOMIC_RELAXED);
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);   /* joins the connection threads (they see stopping) */
+	gwpay_drain(g->gwpay);         /* handed-over jobs lock their client: freed first */
 	swarm_client_free(g->client);
+	gwpay_free(g->gwpay);
 	spay_free(g->pay);
 	metrics_free(g->metrics);
 	if (g->mu_init)
@@ -1439,8 +1451,28 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 	cc.model_id = g->model_id;
 	cc.pool = g->pool;
 	cc.max_jobs = g->cfg.max_generations;
+	if (cfg->pay_shards) {
+		if (!cfg->pay_ledger) {
+			r = err_set(e, ERR_INVAL, "paying shard servers needs a ledger peer");
+			goto fail;
+		}
+		gwpay_cfg_t pc = { cfg->pay_wallet_home, cfg->pay_ledger, cfg->client.network, cfg->shard_budget };
+		if ((r = gwpay_new(&pc, &g->gwpay, e)))
+			goto fail;
+		gwpay_client_cfg(g->gwpay, &cc);
+	}
 	if ((r = swarm_client_new(&cc, &g->client, e)))
 		goto fail;
+	/* before the daemon: its threads read g->pay */
+	if (cfg->pay_ledger) {
+		spay_cfg_t pc = { .wallet_home = cfg->pay_wallet_home, .ledger_peer = cfg->pay_ledger,
+				  .network = cfg->client.network, .budget = cfg->skill_budget, .chunk = cfg->skill_chunk };
+		if ((r = spay_new(&pc, &g->pay, e)))
+			goto fail;
+		char w[WALLET_ADDR_STRLEN];
+		log_info("http", "skill calls are paid through ledger %s (wallet %s)", cfg->pay_ledger,
+			 wallet_addr_str(spay_wallet(g->pay), w));
+	}
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -1458,15 +1490,6 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	g->port = di ? di->port : 0;
-	if (cfg->pay_ledger) {
-		spay_cfg_t pc = { .wallet_home = cfg->pay_wallet_home, .ledger_peer = cfg->pay_ledger,
-				  .network = cfg->client.network, .budget = cfg->skill_budget, .chunk = cfg->skill_chunk };
-		if ((r = spay_new(&pc, &g->pay, e)))
-			goto fail;
-		char w[WALLET_ADDR_STRLEN];
-		log_info("http", "skill calls are paid through ledger %s (wallet %s)", cfg->pay_ledger,
-			 wallet_addr_str(spay_wallet(g->pay), w));
-	}
 	for (int i = 0; i < g->cfg.n_skills && !g->pay; i++)
 		if (spay_priced(&g->cfg.skills[i]))
 			log_warn("http", "skill '%s' has a price but no ledger peer: its calls are free", g->cfg.skills[i].name);
@@ -1485,7 +1508,9 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 	char host[128];
 	const char *colon = strrchr(g->cfg.listen, ':');
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - g->cfg.listen), g->cfg.listen);
+	pthread_mutex_lock(&g->mu);
 	snprintf(g->url, sizeof(g->url), "http://%s:%d/v1", host[0] ? host : "127.0.0.1", g->port);
+	pthread_mutex_unlock(&g->mu);
 	log_info("http", "OpenAI-compatible API at %s (model '%s', template %s%s)", g->url, g->model_name,
 		 chat_family_name(g->tmpl.family), cfg->api_key && *cfg->api_key ? ", key required" : "");
 	*out = g;

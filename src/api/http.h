@@ -71,6 +71,11 @@ typedef struct http_cfg {
 	const char *pay_ledger;        /* "HOST:PORT" of the ledger node, or NULL: skills are not paid */
 	int64_t skill_budget;          /* micro-units per channel reserved to pay a provider (0: 1000000) */
 	uint32_t skill_chunk;          /* output tokens per receipt of a paid call served here (0: 16) */
+	/* Paid shard sessions (gwpay.h), with pay_ledger: the swarm client pays
+	 * the shard servers that take payments from the same wallet, a channel
+	 * per session; a finished generation's channels are closed as buyer. */
+	int pay_shards;
+	int64_t shard_budget;          /* micro-units per channel (0: 1 unit) */
 } http_cfg_t;
 
 /* Counters the gateway keeps (for a status page or /metrics). */

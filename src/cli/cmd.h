@@ -22,6 +22,7 @@ int cmd_node(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
 int cmd_swarm(int argc, char **argv);
 int cmd_wallet(int argc, char **argv);
+int cmd_api(int argc, char **argv);
 
 /* The HTTP gateway beside a node or a local swarm (cmd_api.c). */
 typedef struct cmd_api_opts {
@@ -39,6 +40,8 @@ typedef struct cmd_api_opts {
 	int64_t skill_budget;          /* --skill-budget */
 	uint32_t skill_chunk;          /* --pay-chunk */
 	const int64_t *earned;         /* the node's redeemed micro-units (atomic), when run in a node */
+	int pay_shards;                /* --pay: the gateway pays shard sessions (http_cfg_t pay_shards) */
+	int64_t shard_budget;          /* --budget: micro-units per channel (0: 1 unit) */
 	int prefer;                    /* the gateway's route policy (route.h, --prefer) */
 	double w_price, w_speed, w_rep;
 } cmd_api_opts_t;

@@ -73,6 +73,12 @@ static void node_usage(FILE *f)
 		"  --skill-desc TEXT    the last --skill's description (up to 200 bytes of UTF-8)\n"
 		"  --skill-budget MICRO with --ledger-peer and --api: the budget of each channel reserved\n"
 		"                       to pay for priced skills relayed to other gateways (default 1000000)\n"
+		"  --pay                with --api and --ledger-peer: the gateway pays the shard\n"
+		"                       servers that take payments from this wallet (as colony run\n"
+		"                       --pay does), closes a generation's channels when it ends and\n"
+		"                       again after the challenge window; its /api/status \"spend\" and\n"
+		"                       the node's \"spent\" count what it paid\n"
+		"  --budget AMOUNT      with --pay: budget of each channel, in units (default 1)\n"
 		"  --ledger DB          run the ledger service on this SQLite file: peers send it\n"
 		"                       wallet-signed settlement requests (colony wallet --ledger-peer)\n"
 		"  --ledger-operator ADDR  wallet address allowed to deposit, withdraw and slash (a\n"
@@ -287,6 +293,10 @@ int cmd_node(int argc, char **argv)
 			c.require_payment = 1;
 			continue;
 		}
+		if (!strcmp(a, "--pay")) {
+			api.o.pay_shards = 1;
+			continue;
+		}
 		if (!(v = opt_arg(argc, argv, &i)))
 			return CMD_EXIT_USAGE;
 		if (!strcmp(a, "--home")) c.home = v;
@@ -343,6 +353,12 @@ int cmd_node(int argc, char **argv)
 				return CMD_EXIT_USAGE;
 			}
 			api.o.skill_budget = (int64_t)b;
+		} else if (!strcmp(a, "--budget")) {
+			err_msg_t be = { { 0 } };
+			if (amount_parse(v, &api.o.shard_budget, &be) != 0 || api.o.shard_budget <= 0) {
+				fprintf(stderr, "colony: --budget expects a positive amount: %s\n", be.msg[0] ? be.msg : v);
+				return CMD_EXIT_USAGE;
+			}
 		} else if (!strcmp(a, "--wallet-home")) {
 			c.wallet_home = v;
 		} else if (!strcmp(a, "--ledger-peer")) {
@@ -386,6 +402,11 @@ int cmd_node(int argc, char **argv)
 	api.o.skills = api.skills;
 	if (api.o.n_skills && !api.o.listen) {
 		fprintf(stderr, "colony: --skill needs --api (skills are served through the gateway)\n");
+		skills_close(&api);
+		return CMD_EXIT_USAGE;
+	}
+	if (api.o.pay_shards && (!api.o.listen || !c.ledger_peer)) {
+		fprintf(stderr, "colony: --pay (the gateway pays shard servers) needs --api and --ledger-peer\n");
 		skills_close(&api);
 		return CMD_EXIT_USAGE;
 	}

@@ -1,5 +1,4 @@
 /* colony run: generate text with a local model. */
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "infer/chat.h"
 #include "infer/gen.h"
 #include "infer/sampler.h"
+#include "market/chrec.h"
 #include "market/chstore.h"
 #include "market/settle_remote.h"
 #include "market/wallet.h"
@@ -389,133 +389,34 @@ static int swarm_token(void *user, int32_t token, const float *logits, int n_voc
 	return 0;
 }
 
-/* --pay, crash safety: a settle.h wrapper around the ledger client records
- * every channel in <wallet home>/channels.db (market/chstore.h) BEFORE its
- * reserve leaves, so a buyer killed at any point can find and close it
- * (colony wallet reclaim); after the run, pay_close_all closes this run's
- * channels as buyer, so the unspent budgets come back after the ledger's
- * challenge window. Reserves run on the swarm client's worker threads. */
-struct pay_chan {
-	uint8_t id[MARKET_IDLEN];
-	int reserved;               /* the ledger has it, or may have it (a lost reply) */
-};
-
+/* --pay, crash safety: the ledger client wrapped in a chrec_t (market/chrec.h)
+ * records every channel in <wallet home>/channels.db BEFORE its reserve
+ * leaves, so a buyer killed at any point can find and close it (colony
+ * wallet reclaim); after the run this run's channels are closed as buyer, so
+ * the unspent budgets come back after the ledger's challenge window.
+ * Reserves run on the swarm client's worker threads. */
 struct pay_rec {
-	settle_t inner;             /* the ledger client */
 	chstore_t *cs;
-	uint8_t ledger_id[WALLET_PUBLEN];
-	char ledger[CHSTORE_LEDGER_LEN];
-	pthread_mutex_t mu;         /* guards chans */
-	struct pay_chan *chans;
-	int n_chans, cap_chans;
+	chrec_t *rec;
 };
 
-static int rec_reserve(void *impl, const settle_reserve_t *r, int64_t now, uint8_t id[MARKET_IDLEN], err_msg_t *e)
+/* What each close did, one line per channel. A failure is not the run's:
+ * the channel stays recorded and `colony wallet reclaim` closes it. */
+static void pay_closed(void *ud, const chrec_closed_t *c)
 {
-	struct pay_rec *p = impl;
-	chstore_chan_t c;
-	memset(&c, 0, sizeof(c));
-	voucher_channel_id(r->buyer, r->provider, r->nonce, c.id);
-	memcpy(c.provider, r->provider, WALLET_PUBLEN);
-	c.budget = r->budget;
-	c.expiry = r->expiry;
-	memcpy(c.ledger_id, p->ledger_id, WALLET_PUBLEN);
-	memcpy(c.ledger, p->ledger, sizeof(c.ledger));
-	int rc = chstore_add(p->cs, &c, (int64_t)time(NULL), e);
-	if (rc)
-		return err_prefix(e, rc, "channel not reserved: it could not be recorded first");
-	pthread_mutex_lock(&p->mu);
-	if (p->n_chans == p->cap_chans) {
-		int cap = p->cap_chans ? 2 * p->cap_chans : 8;
-		struct pay_chan *nc = realloc(p->chans, sizeof(*nc) * (size_t)cap);
-		if (nc) {
-			p->chans = nc;
-			p->cap_chans = cap;
-		}
-	}
-	struct pay_chan *pc = p->n_chans < p->cap_chans ? &p->chans[p->n_chans++] : NULL;
-	if (pc) {
-		memcpy(pc->id, c.id, MARKET_IDLEN);
-		pc->reserved = 1;
-	}
-	pthread_mutex_unlock(&p->mu);
-	if (!pc)
-		return err_set(e, ERR_NOMEM, "out of memory");
-	rc = settle_reserve(&p->inner, r, now, id, e);
-	/* ERR_IO: it may have run (the reply was lost); the record stays
-	 * "reserving" and the close below (or reclaim) finds out. Any other
-	 * refusal is the ledger's answer: nothing was reserved. */
-	err_msg_t ig;
-	int64_t t = (int64_t)time(NULL);
-	if (rc == 0 && chstore_set(p->cs, c.id, CHSTORE_OPEN, 0, 0, 0, t, &ig) != 0)
-		fprintf(stderr, "colony: run: channel store: %s\n", ig.msg);
-	if (rc && rc != ERR_IO) {
-		if (chstore_set(p->cs, c.id, CHSTORE_GONE, 0, 0, 0, t, &ig) != 0)
-			fprintf(stderr, "colony: run: channel store: %s\n", ig.msg);
-		pthread_mutex_lock(&p->mu);
-		pc->reserved = 0;
-		pthread_mutex_unlock(&p->mu);
-	}
-	return rc;
-}
-
-/* The other operations go straight to the ledger client. */
-static int rec_deposit(void *impl, const uint8_t a[WALLET_PUBLEN], amount_t x, err_msg_t *e)
-{ return settle_deposit(&((struct pay_rec *)impl)->inner, a, x, e); }
-static int rec_withdraw(void *impl, const uint8_t a[WALLET_PUBLEN], amount_t x, err_msg_t *e)
-{ return settle_withdraw(&((struct pay_rec *)impl)->inner, a, x, e); }
-static int rec_stake(void *impl, const uint8_t a[WALLET_PUBLEN], amount_t x, err_msg_t *e)
-{ return settle_stake(&((struct pay_rec *)impl)->inner, a, x, e); }
-static int rec_unstake(void *impl, const uint8_t a[WALLET_PUBLEN], amount_t x, err_msg_t *e)
-{ return settle_unstake(&((struct pay_rec *)impl)->inner, a, x, e); }
-static int rec_redeem(void *impl, const voucher_t *v, int64_t now, amount_t *paid, err_msg_t *e)
-{ return settle_redeem(&((struct pay_rec *)impl)->inner, v, now, paid, e); }
-static int rec_close(void *impl, const uint8_t id[MARKET_IDLEN], int party, int64_t now, settle_channel_t *out,
-		     err_msg_t *e)
-{ return settle_close(&((struct pay_rec *)impl)->inner, id, party, now, out, e); }
-static int rec_slash(void *impl, const uint8_t pr[WALLET_PUBLEN], amount_t x, const uint8_t b[WALLET_PUBLEN],
-		     const uint8_t ev[MARKET_IDLEN], int64_t now, amount_t *slashed, err_msg_t *e)
-{ return settle_slash(&((struct pay_rec *)impl)->inner, pr, x, b, ev, now, slashed, e); }
-static int rec_account(void *impl, const uint8_t a[WALLET_PUBLEN], settle_account_t *out, err_msg_t *e)
-{ return settle_account(&((struct pay_rec *)impl)->inner, a, out, e); }
-static int rec_channel(void *impl, const uint8_t id[MARKET_IDLEN], settle_channel_t *out, err_msg_t *e)
-{ return settle_channel(&((struct pay_rec *)impl)->inner, id, out, e); }
-
-static const settle_ops_t rec_ops = {
-	rec_deposit, rec_withdraw, rec_stake, rec_unstake, rec_reserve, rec_redeem, rec_close, rec_slash,
-	rec_account, rec_channel,
-};
-
-/* After the run: closes this run's channels as buyer. A failure is not the
- * run's: the channel stays recorded and `colony wallet reclaim` closes it. */
-static void pay_close_all(struct pay_rec *p)
-{
-	for (int i = 0; i < p->n_chans; i++) {
-		if (!p->chans[i].reserved)
-			continue;
-		const uint8_t *id = p->chans[i].id;
-		char hex[2 * MARKET_IDLEN + 1], left[AMOUNT_STRLEN];
-		for (int k = 0; k < MARKET_IDLEN; k++)
-			snprintf(hex + 2 * k, 3, "%02x", id[k]);
-		settle_channel_t ch;
-		err_msg_t e = { { 0 } }, ig;
-		int rc = settle_close(&p->inner, id, SETTLE_BY_BUYER, (int64_t)time(NULL), &ch, &e);
-		if (rc) {
-			fprintf(stderr, "colony: channel %.16s not closed (%s); colony wallet reclaim closes it\n", hex,
-				e.msg);
-			continue;
-		}
-		int st = ch.state == SETTLE_CLOSED ? CHSTORE_CLOSED : ch.state == SETTLE_CLOSING ? CHSTORE_CLOSING
-											   : CHSTORE_OPEN;
-		if (chstore_set(p->cs, id, st, ch.close_at, ch.redeemed, ch.refunded, (int64_t)time(NULL), &ig) != 0)
-			fprintf(stderr, "colony: run: channel store: %s\n", ig.msg);
-		if (st == CHSTORE_CLOSING)
-			fprintf(stderr, "colony: channel %.16s closing: %s unspent comes back after %lld "
-				"(colony wallet reclaim)\n", hex, amount_format(ch.budget - ch.redeemed, left),
-				(long long)ch.close_at);
-		else
-			fprintf(stderr, "colony: channel %.16s %s\n", hex, st == CHSTORE_CLOSED ? "closed" : "open");
-	}
+	(void)ud;
+	char hex[2 * MARKET_IDLEN + 1], left[AMOUNT_STRLEN];
+	for (int k = 0; k < MARKET_IDLEN; k++)
+		snprintf(hex + 2 * k, 3, "%02x", c->id[k]);
+	if (c->rc)
+		fprintf(stderr, "colony: channel %.16s not closed (%s); colony wallet reclaim closes it\n", hex,
+			c->e.msg);
+	else if (c->state == CHSTORE_CLOSING)
+		fprintf(stderr, "colony: channel %.16s closing: %s unspent comes back after %lld "
+			"(colony wallet reclaim)\n", hex, amount_format(c->ch.budget - c->ch.redeemed, left),
+			(long long)c->ch.close_at);
+	else
+		fprintf(stderr, "colony: channel %.16s %s\n", hex, c->state == CHSTORE_CLOSED ? "closed" : "open");
 }
 
 /* --pay: the wallet that signs, and the ledger node where channels are
@@ -571,9 +472,17 @@ static int pay_setup(const struct run_opts *o, wallet_t **w, settle_remote_t **s
 		*w = NULL;
 		return CMD_EXIT_ERROR;
 	}
-	rec->inner = settle_remote_settle(*sr);
-	memcpy(rec->ledger_id, settle_remote_ledger_id(*sr), WALLET_PUBLEN);
-	snprintf(rec->ledger, sizeof(rec->ledger), "%s", o->ledger_peer);
+	chrec_cfg_t cc = { settle_remote_settle(*sr), rec->cs, settle_remote_ledger_id(*sr), o->ledger_peer };
+	if (chrec_new(&cc, &rec->rec, &e) != 0) {
+		fprintf(stderr, "colony: run: %s\n", e.msg);
+		chstore_free(rec->cs);
+		settle_remote_free(*sr);
+		wallet_free(*w);
+		rec->cs = NULL;
+		*sr = NULL;
+		*w = NULL;
+		return CMD_EXIT_ERROR;
+	}
 	return 0;
 }
 
@@ -615,9 +524,7 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 	sc.user = &so;
 	wallet_t *w = NULL;
 	settle_remote_t *sr = NULL;
-	struct pay_rec rec;
-	memset(&rec, 0, sizeof(rec));
-	pthread_mutex_init(&rec.mu, NULL);
+	struct pay_rec rec = { NULL, NULL };
 	if (o->pay) {
 		/* A ledger that dies between two calls leaves a dead socket: the
 		 * next write must fail with EPIPE (and be retried or reported), not
@@ -627,17 +534,15 @@ static int run_swarm(const struct run_opts *o, const model_t *m, const gguf_t *g
 		if (pr)
 			return pr;
 		sc.pay_wallet = w;
-		sc.pay_settle.ops = &rec_ops;
-		sc.pay_settle.impl = &rec;
+		sc.pay_settle = chrec_settle(rec.rec);
 		sc.pay_budget = o->budget;
 	}
 	swarm_result_t res;
 	int r = swarm_generate(&sc, toks, nt, (int)o->n_predict, &res, &e);
 	if (o->pay)
-		pay_close_all(&rec);
+		chrec_close_all(rec.rec, pay_closed, NULL);
+	chrec_free(rec.rec);
 	chstore_free(rec.cs);
-	free(rec.chans);
-	pthread_mutex_destroy(&rec.mu);
 	settle_remote_free(sr);
 	wallet_free(w);
 	text_out_end(text);

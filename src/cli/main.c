@@ -16,6 +16,7 @@ static const struct {
 	{ "node", cmd_node, "run a node: identity, encrypted transport, DHT discovery" },
 	{ "peers", cmd_peers, "list the peers a running node knows" },
 	{ "swarm", cmd_swarm, "start a local swarm and generate through it" },
+	{ "api", cmd_api, "serve the OpenAI-compatible HTTP API for a swarm (a client, no layers)" },
 	{ "wallet", cmd_wallet, "the wallet: address, backups, balance in a local ledger" },
 };
 

@@ -90,9 +90,11 @@ typedef struct swarm_client_cfg {
 	 * it, a channel of pay_budget reserved at pay_settle (a blocking call,
 	 * made on a libuv worker: the loop never waits; the OPEN_SESSION waits
 	 * for it), a PAY_OPEN, and a cumulative voucher after every chunk of
-	 * tokens it delivers and before the session is closed. Both borrowed,
-	 * outliving the client; pay_settle is called from worker threads, one
-	 * call at a time (settle_remote serialises its calls). */
+	 * tokens it delivers and before the session is closed (a server paid
+	 * into pay_wallet itself, a node's own layers, is opened unpaid). Both
+	 * borrowed, outliving the client; pay_settle is called from several
+	 * worker threads at once, so it must be thread-safe (settle_remote
+	 * serialises its calls; market/chrec.h's wrapper guards its own state). */
 	const wallet_t *pay_wallet;
 	settle_t pay_settle;
 	int64_t pay_budget;                /* micro-units per channel (> 0 with a wallet) */

@@ -35,6 +35,15 @@ int cpay_terms_free(const wire_pay_t *t)
 	return memcmp(t->wallet, zero, WIRE_KEYLEN) == 0;
 }
 
+/* No channel for a free server, nor for one paid into this client's own
+ * wallet (a gateway inside a node that serves layers too): paying oneself
+ * moves nothing, and the ledger refuses a channel whose buyer is its
+ * provider. Such a hop is opened unpaid. */
+static int cpay_no_channel(const cpay_job_t *p, const wire_pay_t *t)
+{
+	return cpay_terms_free(t) || memcmp(t->wallet, wallet_pub(p->cfg->pay_wallet), WIRE_KEYLEN) == 0;
+}
+
 static cpay_chan_t *cpay_chan_find(cpay_job_t *p, uint64_t server, uint64_t sid)
 {
 	for (int i = 0; i < p->n_chans; i++)
@@ -143,7 +152,7 @@ int cpay_open(cpay_job_t *p, uint64_t server, uint64_t sid)
 	const cpay_terms_t *st = p->ops->terms(p->user, server);
 	if (!st)
 		return 0;
-	if (st->state == CPAY_TERMS_KNOWN && cpay_terms_free(&st->terms))
+	if (st->state == CPAY_TERMS_KNOWN && cpay_no_channel(p, &st->terms))
 		return 0;
 	if (p->n_chans == p->cap_chans) {
 		int cap = p->cap_chans ? p->cap_chans * 2 : 8;
@@ -178,7 +187,7 @@ void cpay_kick(cpay_job_t *p, sess_t *sess)
 			p->ops->ask(p->user, ch->server);
 			continue;
 		}
-		if (cpay_terms_free(&st->terms)) {
+		if (cpay_no_channel(p, &st->terms)) {
 			ch->state = CPAY_CH_DONE;
 			sess_pay_ready(sess, ch->server, ch->sid, NULL);
 		} else
