@@ -432,6 +432,7 @@ static void rep_job_end(swarm_client_t *c, struct swarm_job *j, int rc, const sw
 		struct server *s = &c->srv[i];
 		const route_server_t *rs = sess_server_get(j->sess, sid_of(c, s));
 		uint32_t fails = rs ? rs->n_bans : 0;
+		uint32_t touts = rs ? (rs->n_timeouts < fails ? rs->n_timeouts : fails) : 0;
 		int in_route = 0;
 		for (int k = 0; k < nh && k < SESS_MAX_HOPS; k++)
 			in_route |= hops[k].server == sid_of(c, s);
@@ -443,7 +444,7 @@ static void rep_job_end(swarm_client_t *c, struct swarm_job *j, int rc, const sw
 			peer_conn_stats(s->conn, &st);
 			lat = st.rtt_ms;
 		}
-		crep_tally_session(&s->rp.tally, in_route && (rc == 0 || !fails), fails,
+		crep_tally_session(&s->rp.tally, in_route && (rc == 0 || !fails), fails - touts, touts,
 				   in_route ? (uint64_t)j->n_prompt + (uint64_t)res->n_tokens : 0, lat);
 	}
 	for (int k = 0; k < res->n_pay; k++) {

@@ -26,13 +26,17 @@ static int all_zero32(const uint8_t *p)
 
 static uint32_t add32(uint32_t a, uint32_t b) { return a > UINT32_MAX - b ? UINT32_MAX : a + b; }
 
-void crep_tally_session(crep_tally_t *t, int ok, uint32_t failures, uint64_t tokens, double latency_ms)
+void crep_tally_session(crep_tally_t *t, int ok, uint32_t failures, uint32_t timeouts, uint64_t tokens,
+	double latency_ms)
 {
-	/* Each failure was a session of its own (opened, then lost). */
-	t->sessions = add32(t->sessions, add32(failures, ok ? 1 : 0));
+	/* Each failure or timeout was a session of its own (opened, then lost). */
+	t->sessions = add32(t->sessions, add32(add32(failures, timeouts), ok ? 1 : 0));
 	t->failures = add32(t->failures, failures);
+	t->timeouts = add32(t->timeouts, timeouts);
 	if (t->failures > t->sessions)
 		t->failures = t->sessions;
+	if (t->timeouts > t->sessions - t->failures)
+		t->timeouts = t->sessions - t->failures;
 	t->tokens = t->tokens > UINT64_MAX - tokens ? UINT64_MAX : t->tokens + tokens;
 	if (latency_ms >= 0 && latency_ms < 3.6e6) {
 		t->latency_sum_ms += latency_ms;

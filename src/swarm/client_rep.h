@@ -42,10 +42,12 @@ typedef struct crep_tally {
 } crep_tally_t;
 
 void crep_tally_init(crep_tally_t *t, const uint8_t node_id[ANN_IDLEN]);
-/* One hop session with the provider ended: ok or not (failures counts the
- * times it failed in that job: each was a session lost), the positions it
- * computed, the latency measured (< 0: unknown). */
-void crep_tally_session(crep_tally_t *t, int ok, uint32_t failures, uint64_t tokens, double latency_ms);
+/* One hop session with the provider ended: ok or not (failures and
+ * timeouts count the times it failed in that job, an error or a lost
+ * connection, or no answer within the client's timeout: each was a session
+ * lost), the positions it computed, the latency measured (< 0: unknown). */
+void crep_tally_session(crep_tally_t *t, int ok, uint32_t failures, uint32_t timeouts, uint64_t tokens,
+	double latency_ms);
 /* A channel to the provider's wallet closed with `paid` (its last voucher):
  * adds it, extends the receipts chain r' = BLAKE2b-256(r || channel || paid
  * as i64 LE), and keeps the channel among the ANN_REP_MAX_CHANNELS largest.

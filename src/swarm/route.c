@@ -293,4 +293,4 @@ uint64_t route_ban(route_server_t *s, uint64_t now_ms, const route_cost_t *c)
 	return len;
 }
 
-void route_forgive(route_server_t *s) { s->n_bans = 0; }
+void route_forgive(route_server_t *s) { s->n_bans = 0; s->n_timeouts = 0; }

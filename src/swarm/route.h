@@ -65,6 +65,7 @@ typedef struct route_server {
 	uint64_t price;            /* micro-units per 1M tokens (as announced) */
 	uint64_t banned_until_ms;  /* left out while now < this */
 	uint32_t n_bans;           /* bans so far (the backoff exponent) */
+	uint32_t n_timeouts;       /* of them: it stopped answering (stall timeout), for reputation */
 	double rep;                /* reputation score in [0, 1] when rep_known */
 	int rep_known;             /* 0: ROUTE_REP_UNKNOWN is used */
 } route_server_t;

@@ -175,10 +175,11 @@ int sess_server_set(sess_t *s, const route_server_t *srv)
 	route_server_t *old = srv_find(s, srv->id);
 	if (old) {
 		uint64_t until = old->banned_until_ms;
-		uint32_t nb = old->n_bans;
+		uint32_t nb = old->n_bans, nt = old->n_timeouts;
 		*old = *srv;
 		old->banned_until_ms = until > srv->banned_until_ms ? until : srv->banned_until_ms;
 		old->n_bans = nb > srv->n_bans ? nb : srv->n_bans;
+		old->n_timeouts = nt > srv->n_timeouts ? nt : srv->n_timeouts;
 		return 0;
 	}
 	if (s->n_srv >= SESS_MAX_SERVERS)
@@ -590,7 +591,11 @@ void sess_tick(sess_t *s, uint64_t now_ms)
 	for (int j = 0; j < s->n_hops && s->state == SESS_RUNNING;) {
 		struct hop *h = &s->hops[j];
 		if (!h->dead && h->deadline && now_ms >= h->deadline) {
-			/* The route changes under us: rescan from the start. */
+			/* The route changes under us: rescan from the start. The
+			 * ban that follows is a timeout (reputation tells them apart). */
+			route_server_t *rs = srv_find(s, h->server);
+			if (rs && rs->n_timeouts < UINT32_MAX)
+				rs->n_timeouts++;
 			fail_hop(s, j, WIRE_E_PROTOCOL, 1, "no reply to %s within %u ms",
 				 h->open ? "FORWARD" : "OPEN_SESSION", s->cfg.timeout_ms);
 			j = 0;

@@ -263,12 +263,14 @@ static void test_tally_digest(void)
 	key_make(&p, 2);
 	crep_tally_t t;
 	crep_tally_init(&t, p.pk);
-	crep_tally_session(&t, 1, 0, 100, 20.0);
-	crep_tally_session(&t, 0, 2, 30, 40.0);   /* two failures in one job */
-	crep_tally_session(&t, 1, 1, 50, -1);     /* one failure, then ok */
-	CHECK_EQ_INT(t.sessions, 5);
+	crep_tally_session(&t, 1, 0, 0, 100, 20.0);
+	crep_tally_session(&t, 0, 2, 0, 30, 40.0);   /* two failures in one job */
+	crep_tally_session(&t, 1, 1, 0, 50, -1);     /* one failure, then ok */
+	crep_tally_session(&t, 1, 0, 1, 10, -1);     /* a stall timeout, then ok */
+	CHECK_EQ_INT(t.sessions, 7);
 	CHECK_EQ_INT(t.failures, 3);
-	CHECK_EQ_INT(t.tokens, 180);
+	CHECK_EQ_INT(t.timeouts, 1);
+	CHECK_EQ_INT(t.tokens, 190);
 	uint8_t wallet[32], mine[32], ch1[32], ch2[32];
 	memset(wallet, 0x77, 32);
 	memset(mine, 0x55, 32);
@@ -295,7 +297,9 @@ static void test_tally_digest(void)
 	REQUIRE(crep_digest(&t, self.pk, mine, &d, &e) == 0);
 	CHECK(d.rep_paid == 1500 && d.rep_wallet[0] == 0x55 && d.rep_provider_wallet[0] == 0x77);
 	CHECK(!memcmp(d.rep_receipts, t.receipts, 32));
-	CHECK_EQ_INT(d.rep_sessions, 5);
+	CHECK_EQ_INT(d.rep_sessions, 7);
+	CHECK_EQ_INT(d.rep_failures, 3);
+	CHECK_EQ_INT(d.rep_timeouts, 1);
 	/* It encodes (the node sets time and sequence). */
 	d.timestamp_ms = 1700000000000ull;
 	d.seq = 5;
@@ -495,7 +499,7 @@ static void test_dht_roundtrip(void)
 	CHECK_OK(dht_node_watch(boot, id, NULL, NULL));
 	crep_tally_t t;
 	crep_tally_init(&t, kp.pk);
-	crep_tally_session(&t, 1, 0, 500, 12.0);
+	crep_tally_session(&t, 1, 0, 0, 500, 12.0);
 	uint8_t w[32], pw[32], ch[32];
 	memset(w, 0x5a, 32);
 	memset(pw, 0x6b, 32);

@@ -617,6 +617,8 @@ static void fault_case(int victim, int pos, int fault, const char *route_after)
 		fprintf(stderr, "  route %s, expected %s\n", route_str(nt.sess), route_after);
 	const route_server_t *rs = sess_server_get(nt.sess, (uint64_t)victim);
 	CHECK(rs && rs->n_bans == 1 && rs->banned_until_ms > 0);
+	/* Reputation tells a stall (no answer in time) from other failures. */
+	CHECK(rs && rs->n_timeouts == (fault == F_STALL ? 1u : 0u));
 	CHECK(all_closed(&nt));
 	net_close(&nt);
 	smp_chain_free(ch);
