@@ -5,17 +5,20 @@
  * CHECK() records a failure and goes on; REQUIRE() ends the current test.
  * fixture_path() finds ../shared/fixtures (or $COLONY_FIXTURES); a missing
  * fixture fails under CI (CI=true) and skips the test elsewhere (exit 77 if
- * every test skipped).
+ * every test skipped). test_tmp_root()/test_tmp_dir() give a temporary
+ * folder, removed with everything in it when the test program exits.
  */
 #ifndef COLONY_TEST_H
 #define COLONY_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int t_fail, t_cur_fail, t_skipped, t_ran;
 static const char *t_name;
@@ -49,6 +52,62 @@ static inline const char *fixture_path(const char *name)
 		SKIP("fixture %s not found (set COLONY_FIXTURES)", p);
 	}
 	return p;
+}
+
+/* Removes path and, for a folder, everything under it (links are removed,
+ * never followed). */
+static inline void t_rm_rf(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return;
+	if (!S_ISDIR(st.st_mode)) {
+		unlink(path);
+		return;
+	}
+	DIR *d = opendir(path);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			char p[4096];
+			if (snprintf(p, sizeof(p), "%s/%s", path, de->d_name) < (int)sizeof(p))
+				t_rm_rf(p);
+		}
+		closedir(d);
+	}
+	rmdir(path);
+}
+
+static char t_tmp_root[512];
+static inline void t_tmp_cleanup(void)
+{
+	if (t_tmp_root[0])
+		t_rm_rf(t_tmp_root);
+}
+
+/* This test program's temporary folder (under $TMPDIR, else /tmp), made on
+ * first use and removed, with its contents, at exit. */
+static inline const char *test_tmp_root(void)
+{
+	if (!t_tmp_root[0]) {
+		const char *t = getenv("TMPDIR");
+		snprintf(t_tmp_root, sizeof(t_tmp_root), "%s/colony-test.XXXXXX", t && *t ? t : "/tmp");
+		if (!mkdtemp(t_tmp_root)) {
+			t_tmp_root[0] = 0;
+			REQUIRE(!"cannot make a temporary folder");
+		}
+		atexit(t_tmp_cleanup);
+	}
+	return t_tmp_root;
+}
+
+/* out = a new folder (mode 0700) called name in test_tmp_root(). */
+static inline void test_tmp_dir(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s/%s", test_tmp_root(), name);
+	REQUIRE(mkdir(out, 0700) == 0);
 }
 
 typedef void (*t_fn)(void);

@@ -5,8 +5,6 @@
  * reply kept and closed, closing one generation's channels and not the
  * others', a close that fails tried again, and the second close after the
  * challenge window that refunds the rest. */
-#define _GNU_SOURCE   /* nftw */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -21,31 +19,10 @@
 #include "market/wallet.h"
 #include "test.h"
 
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* A fresh folder under the test's temporary root. */
 static void tmp_dir(char *out, size_t n, const char *name)
 {
-	if (!tmproot[0]) {
-		atexit(cleanup);
-		const char *t = getenv("TMPDIR");
-		snprintf(tmproot, sizeof(tmproot), "%s/test_chrec.XXXXXX", t && *t ? t : "/tmp");
-		REQUIRE(mkdtemp(tmproot) != NULL);
-	}
-	snprintf(out, n, "%s/%s", tmproot, name);
-	REQUIRE(mkdir(out, 0700) == 0);
+	test_tmp_dir(out, n, name);
 }
 
 #define WINDOW 1

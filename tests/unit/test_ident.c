@@ -1,10 +1,8 @@
 /* test_ident.c - the node identity: key file creation, reload, refusal of
  * unsafe modes, corrupted and truncated files, concurrent first starts,
  * signatures and the textual forms of a node id. */
-#define _GNU_SOURCE   /* nftw */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,32 +11,9 @@
 #include "net/ident.h"
 #include "test.h"
 
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static const char *tmpdir(void)
 {
-	if (!tmproot[0]) {
-		atexit(cleanup);
-		const char *t = getenv("TMPDIR");
-		snprintf(tmproot, sizeof(tmproot), "%s/test_ident.XXXXXX", t && *t ? t : "/tmp");
-		if (!mkdtemp(tmproot)) {
-			tmproot[0] = 0;
-			return NULL;
-		}
-	}
-	return tmproot;
+	return test_tmp_root();
 }
 
 /* A fresh home path (not created) under the temp root. */

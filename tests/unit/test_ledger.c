@@ -3,8 +3,6 @@
  * expiry, slashing, conservation after every step (ledger_audit), and
  * concurrent redeems of one channel from 4 threads (own handles and one
  * shared handle). Crashes are in test_ledger_crash.c. */
-#define _GNU_SOURCE   /* nftw */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -15,29 +13,9 @@
 #include "market/wallet.h"
 #include "test.h"
 
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void tmp_path(char *out, size_t n, const char *name)
 {
-	if (!tmproot[0]) {
-		atexit(cleanup);
-		const char *t = getenv("TMPDIR");
-		snprintf(tmproot, sizeof(tmproot), "%s/test_ledger.XXXXXX", t && *t ? t : "/tmp");
-		REQUIRE(mkdtemp(tmproot) != NULL);
-	}
-	snprintf(out, n, "%s/%s", tmproot, name);
+	snprintf(out, n, "%s/%s", test_tmp_root(), name);
 }
 
 static wallet_t *wallet_seeded(uint8_t b)

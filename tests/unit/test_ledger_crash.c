@@ -14,8 +14,6 @@
  * Then 30 kills of a process running the ledger service's guarded requests
  * (ledger_guarded: nonce and operation in one transaction): no nonce is
  * ever spent without its operation, and no operation runs twice. */
-#define _GNU_SOURCE   /* nftw */
-#include <ftw.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -27,20 +25,6 @@
 #include "market/voucher.h"
 #include "market/wallet.h"
 #include "test.h"
-
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 #define NBUYERS 3
 #define NPROVS 2
@@ -163,21 +147,11 @@ static void child(const char *path, uint64_t seed, int64_t t0)
 	}
 }
 
-static void tmproot_make(void)
-{
-	if (tmproot[0])
-		return;
-	const char *t = getenv("TMPDIR");
-	snprintf(tmproot, sizeof(tmproot), "%s/test_ledger_crash.XXXXXX", t && *t ? t : "/tmp");
-	REQUIRE(mkdtemp(tmproot) != NULL);
-	atexit(cleanup);
-}
 
 static void test_ledger_sigkill(void)
 {
-	tmproot_make();
 	char path[700];
-	snprintf(path, sizeof(path), "%s/ledger.db", tmproot);
+	snprintf(path, sizeof(path), "%s/ledger.db", test_tmp_root());
 	int64_t t0 = (int64_t)time(NULL);
 	uint64_t x = (uint64_t)t0 * 2654435761u | 1;
 	err_msg_t e = { "" };
@@ -322,9 +296,8 @@ static void guarded_child(const char *path, const uint8_t *addr)
 
 static void test_guarded_sigkill(void)
 {
-	tmproot_make();
 	char path[700];
-	snprintf(path, sizeof(path), "%s/guarded.db", tmproot);
+	snprintf(path, sizeof(path), "%s/guarded.db", test_tmp_root());
 	wallet_t *w = wallet_seeded(77);
 	const uint8_t *addr = wallet_pub(w);
 	uint64_t x = (uint64_t)time(NULL) * 40503u | 1;

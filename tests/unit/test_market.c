@@ -2,10 +2,9 @@
  * exact charge, the wallet key file and its backups, the voucher and receipt
  * codec, every refusal of the provider's voucher checks, bounded credit,
  * the buyer's receipt checks, and reputation with the issue's numbers. */
-#define _GNU_SOURCE   /* nftw */
+#define _GNU_SOURCE   /* memmem */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,29 +18,9 @@
 #include "market/wallet.h"
 #include "test.h"
 
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void tmp_path(char *out, size_t n, const char *name)
 {
-	if (!tmproot[0]) {
-		atexit(cleanup);
-		const char *t = getenv("TMPDIR");
-		snprintf(tmproot, sizeof(tmproot), "%s/test_market.XXXXXX", t && *t ? t : "/tmp");
-		REQUIRE(mkdtemp(tmproot) != NULL);
-	}
-	snprintf(out, n, "%s/%s", tmproot, name);
+	snprintf(out, n, "%s/%s", test_tmp_root(), name);
 }
 
 /* A deterministic wallet from a one-byte seed. */

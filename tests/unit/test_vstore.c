@@ -4,8 +4,6 @@
  * skipped, a foreign file refused) and the buyer's channel store (chstore.h);
  * and the crash window between a redeem and its record: redeeming the stored
  * voucher again at a real ledger pays nothing, so the books still add up. */
-#define _GNU_SOURCE   /* nftw */
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,32 +19,11 @@
 #include "market/wallet.h"
 #include "test.h"
 
-static char tmproot[512];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	return remove(p);
-}
-
-static void cleanup(void)
-{
-	if (tmproot[0])
-		nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* A fresh directory per test under one temporary root. */
 static const char *tmp_dir(const char *name)
 {
 	static char out[700];
-	if (!tmproot[0]) {
-		atexit(cleanup);
-		const char *t = getenv("TMPDIR");
-		snprintf(tmproot, sizeof(tmproot), "%s/test_vstore.XXXXXX", t && *t ? t : "/tmp");
-		REQUIRE(mkdtemp(tmproot) != NULL);
-	}
-	snprintf(out, sizeof(out), "%s/%s", tmproot, name);
-	REQUIRE(mkdir(out, 0700) == 0);
+	test_tmp_dir(out, sizeof(out), name);
 	return out;
 }
 
