@@ -619,7 +619,7 @@ void spay_call_abort(spay_call_t *c)
 	free(c);
 }
 
-int spay_voucher_post(spay_t *p, const char *body, size_t len, oai_err_t *err)
+int spay_voucher_body_parse(const char *body, size_t len, voucher_t *v, oai_err_t *err)
 {
 	char hex[2 * VOUCHER_SIZE + 1];
 	const char *s = body ? body : "";
@@ -631,10 +631,10 @@ int spay_voucher_post(spay_t *p, const char *body, size_t len, oai_err_t *err)
 	if (n && *s == '{') {
 		json_error_t je;
 		json_t *o = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
-		json_t *v = json_object_get(o, "voucher");
-		int ok = json_is_string(v) && json_string_length(v) < sizeof(hex);
+		json_t *js = json_object_get(o, "voucher");
+		int ok = json_is_string(js) && json_string_length(js) < sizeof(hex);
 		if (ok)
-			memcpy(hex, json_string_value(v), json_string_length(v) + 1);
+			memcpy(hex, json_string_value(js), json_string_length(js) + 1);
 		json_decref(o);
 		if (!ok)
 			return oai_err_set(err, 400, "invalid_request_error", "voucher", "bad_payment",
@@ -643,13 +643,22 @@ int spay_voucher_post(spay_t *p, const char *body, size_t len, oai_err_t *err)
 		n = strlen(hex);
 	}
 	uint8_t b[VOUCHER_SIZE];
-	voucher_t v;
 	err_msg_t e = { { 0 } };
 	if (unhex(s, n, b, sizeof(b)))
 		return oai_err_set(err, 400, "invalid_request_error", "voucher", "bad_payment",
 				   "a voucher is %d hex digits", 2 * VOUCHER_SIZE);
-	if (voucher_decode(b, sizeof(b), &v, &e))
+	if (voucher_decode(b, sizeof(b), v, &e))
 		return oai_err_set(err, 400, "invalid_request_error", "voucher", "bad_payment", "voucher: %s", e.msg);
+	return 0;
+}
+
+int spay_voucher_post(spay_t *p, const char *body, size_t len, oai_err_t *err)
+{
+	voucher_t v;
+	int perr = spay_voucher_body_parse(body, len, &v, err);
+	if (perr)
+		return perr;
+	err_msg_t e = { { 0 } };
 	pthread_mutex_lock(&p->mu);
 	struct pchan *ch = pch_find(p, v.channel);
 	int status = 0, rc = 0;

@@ -142,6 +142,10 @@ void spay_call_close(spay_call_t *c);
  * does on any answer but 200 and 402, so the call costs nothing. Frees it. */
 void spay_call_abort(spay_call_t *c);
 
+/* The body of POST /v1/pay/voucher (untrusted: fuzzed): the hex digits of
+ * one voucher, or {"voucher": "<hex>"}, blanks around. 0 with *v decoded
+ * (signature not checked), or the HTTP status of an error in *err (400). */
+int spay_voucher_body_parse(const char *body, size_t len, voucher_t *v, oai_err_t *err) WUR;
 /* POST /v1/pay/voucher: the body is the voucher in hex, or {"voucher":
  * hex}. 0, or the HTTP status with *err (400 malformed, 402 refused:
  * voucher_err_str's reason, or no paid call on that channel here). */

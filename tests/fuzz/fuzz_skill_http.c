@@ -5,6 +5,9 @@
  *    into one end of a socket pair, which is then closed; the parser must
  *    return an error with a message or a body no longer than the input;
  *  - the terms of a 402 answer (spay_terms_parse);
+ *  - the body of POST /v1/pay/voucher (spay_voucher_body_parse): refused
+ *    with 400 and a message, or a voucher with sequence > 0 and an amount
+ *    in range;
  *  - the reader of a paid answer (SSE lines, ": colony-receipt" lines checked
  *    against a channel of fixed keys, so a seed can carry a receipt that
  *    verifies), fed whole and then in two parts.
@@ -70,6 +73,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err_msg_t te = { "" };
 	if (size <= 64 * 1024 && spay_terms_parse((const char *)data, size, &terms, &te) != 0)
 		FUZZ_ASSERT(te.msg[0]);
+	if (size <= 64 * 1024) {
+		voucher_t v;
+		oai_err_t ve;
+		memset(&ve, 0, sizeof(ve));
+		int vs = spay_voucher_body_parse((const char *)data, size, &v, &ve);
+		if (vs)
+			FUZZ_ASSERT(vs == 400 && ve.message[0]);
+		else
+			FUZZ_ASSERT(v.seq > 0 && v.amount >= 0);
+	}
 	if (size <= 64 * 1024)
 		paid_reader(data, size);
 	/* the socket buffer holds the whole input, so one write then close */
