@@ -767,46 +767,6 @@ static enum MHD_Result skill_relay(http_gw_t *g, struct MHD_Connection *c, struc
 	return ret;
 }
 
-/* Announces this gateway's skills: one record per skill and the index record
- * naming them all, refreshed by the DHT node until it shuts down. */
-static int skills_announce(http_gw_t *g, const struct sockaddr_storage *ss, err_msg_t *e)
-{
-	ann_addr_t gw;
-	uint8_t lo[4] = { 127, 0, 0, 1 };
-	struct in6_addr a6;
-	struct in_addr a4;
-	const char *host = g->cfg.skill_host;
-	if (host && inet_pton(AF_INET, host, &a4) == 1)
-		ann_addr_set(&gw, 4, &a4, (uint16_t)g->port);
-	else if (host && inet_pton(AF_INET6, host, &a6) == 1)
-		ann_addr_set(&gw, 6, &a6, (uint16_t)g->port);
-	else if (host)
-		return err_set(e, ERR_INVAL, "skill address '%.100s' is not an IP address", host);
-	else if (ss->ss_family == AF_INET)
-		ann_addr_set(&gw, 4, &((const struct sockaddr_in *)ss)->sin_addr, (uint16_t)g->port);
-	else
-		ann_addr_set(&gw, 6, &((const struct sockaddr_in6 *)ss)->sin6_addr, (uint16_t)g->port);
-	if ((gw.family == 4 && gw.ip[0] == 0) || (gw.family == 6 && IN6_IS_ADDR_UNSPECIFIED((struct in6_addr *)gw.ip))) {
-		log_warn("http", "the API listens on every address: skills are announced at 127.0.0.1");
-		ann_addr_set(&gw, 4, lo, (uint16_t)g->port);
-	}
-	ann_t a;
-	for (int i = 0; i < g->cfg.n_skills; i++) {
-		/* A priced skill names the wallet it is paid at, so a buyer pays
-		 * no one else whoever answers at the address. */
-		const skill_def_t *sk = &g->cfg.skills[i];
-		skill_record(&a, sk, g->model_id, &gw, g->pay && spay_priced(sk) ? spay_wallet(g->pay) : NULL);
-		int r = dht_node_announce(g->dht, &a, e);
-		if (r)
-			return r;
-		char where[64];
-		log_info("http", "skill '%s' offered as model 'skill:%s' at %s", g->cfg.skills[i].name,
-			 g->cfg.skills[i].name, ann_addr_str(&gw, where, sizeof(where)));
-	}
-	skill_index_record(&a, g->cfg.skills, g->cfg.n_skills);
-	return dht_node_announce(g->dht, &a, e);
-}
-
 /* ---- the generation endpoints */
 
 static void make_id(char *out, size_t cap, const char *prefix)
@@ -1503,7 +1463,9 @@ int http_gw_new(const http_cfg_t *cfg, http_gw_t **out, err_msg_t *e)
 		r = err_set(e, ERR_RANGE, "%d skills (at most %d)", g->cfg.n_skills, SKILL_MAX_LOCAL);
 		goto fail;
 	}
-	if (g->cfg.n_skills && (r = skills_announce(g, &ss, e)))
+	if (g->cfg.n_skills && (r = skill_announce_all(g->dht, g->cfg.skills, g->cfg.n_skills, g->model_id,
+						       g->cfg.skill_host, &ss, g->port,
+						       g->pay ? spay_wallet(g->pay) : NULL, e)))
 		goto fail;
 	char host[128];
 	const char *colon = strrchr(g->cfg.listen, ':');

@@ -151,6 +151,43 @@ void skill_index_record(ann_t *a, const skill_def_t *defs, int n)
 		snprintf(a->skills[a->n_skills++], sizeof(a->skills[0]), "%s", defs[i].name);
 }
 
+int skill_announce_all(dht_node_t *dht, const skill_def_t *defs, int n, const uint8_t model_id[ANN_MODELLEN],
+	const char *host, const struct sockaddr_storage *ss, int port, const uint8_t *wallet, err_msg_t *e)
+{
+	ann_addr_t gw;
+	uint8_t lo[4] = { 127, 0, 0, 1 };
+	struct in6_addr a6;
+	struct in_addr a4;
+	if (host && inet_pton(AF_INET, host, &a4) == 1)
+		ann_addr_set(&gw, 4, &a4, (uint16_t)port);
+	else if (host && inet_pton(AF_INET6, host, &a6) == 1)
+		ann_addr_set(&gw, 6, &a6, (uint16_t)port);
+	else if (host)
+		return err_set(e, ERR_INVAL, "skill address '%.100s' is not an IP address", host);
+	else if (ss->ss_family == AF_INET)
+		ann_addr_set(&gw, 4, &((const struct sockaddr_in *)ss)->sin_addr, (uint16_t)port);
+	else
+		ann_addr_set(&gw, 6, &((const struct sockaddr_in6 *)ss)->sin6_addr, (uint16_t)port);
+	if ((gw.family == 4 && gw.ip[0] == 0) || (gw.family == 6 && IN6_IS_ADDR_UNSPECIFIED((struct in6_addr *)gw.ip))) {
+		log_warn("http", "the API listens on every address: skills are announced at 127.0.0.1");
+		ann_addr_set(&gw, 4, lo, (uint16_t)port);
+	}
+	ann_t a;
+	for (int i = 0; i < n; i++) {
+		/* A priced skill names the wallet it is paid at, so a buyer pays
+		 * no one else whoever answers at the address. */
+		skill_record(&a, &defs[i], model_id, &gw, wallet && skill_priced(&defs[i]) ? wallet : NULL);
+		int r = dht_node_announce(dht, &a, e);
+		if (r)
+			return r;
+		char where[64];
+		log_info("http", "skill '%s' offered as model 'skill:%s' at %s", defs[i].name, defs[i].name,
+			 ann_addr_str(&gw, where, sizeof(where)));
+	}
+	skill_index_record(&a, defs, n);
+	return dht_node_announce(dht, &a, e);
+}
+
 /* Only records of the wanted kind: a view's key could hold another node's
  * record of another kind only if its scope matched, which the decoder's scope
  * checks rule out; this keeps the callers' view simple anyway. */

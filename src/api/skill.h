@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "base/err.h"
 #include "dht/ann.h"
@@ -57,11 +58,22 @@ int skill_desc_set(skill_def_t *d, const char *desc, err_msg_t *e) WUR;
 
 /* The records a gateway announces for its skills (node id, timestamp and
  * sequence are filled by dht_node_announce). */
+/* A skill with a fee or a price per output token. */
+static inline int skill_priced(const skill_def_t *d) { return d->fee_call > 0 || d->price_out > 0; }
+
 /* wallet: where the skill is paid (the gateway's, when it collects for a
  * priced skill), or NULL (free, or served free). */
 void skill_record(ann_t *a, const skill_def_t *d, const uint8_t model_id[ANN_MODELLEN], const ann_addr_t *gateway,
 	const uint8_t *wallet);
 void skill_index_record(ann_t *a, const skill_def_t *defs, int n);
+
+/* Announces defs[0..n) through dht (one offer each, refreshed by the DHT
+ * node until it shuts down) and the index record naming them all. The
+ * offers' address: host if given (an IP address, else ERR_INVAL), else the
+ * listening address ss (127.0.0.1 when that is the wildcard), with port.
+ * wallet (or NULL): where the priced skills are paid. */
+int skill_announce_all(dht_node_t *dht, const skill_def_t *defs, int n, const uint8_t model_id[ANN_MODELLEN],
+	const char *host, const struct sockaddr_storage *ss, int port, const uint8_t *wallet, err_msg_t *e) WUR;
 
 /* The fresh offers of skill `name` (ANN_SKILL records, one per node, ordered
  * by node id), from the node's view, or looked up (waiting up to timeout_ms)

@@ -82,7 +82,7 @@ const uint8_t *spay_wallet(const spay_t *p);
 int64_t spay_earned(const spay_t *p);
 int64_t spay_spent(const spay_t *p);
 
-static inline int spay_priced(const skill_def_t *d) { return d->fee_call > 0 || d->price_out > 0; }
+static inline int spay_priced(const skill_def_t *d) { return skill_priced(d); }
 
 /* ---- terms (the 402 body) ----------------------------------------------- */
 
