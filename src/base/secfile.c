@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 int secfile_read(const char *path, const char *what, uint8_t *buf, size_t cap, size_t *got, err_msg_t *e)
 {
 	*got = 0;
@@ -152,3 +154,46 @@ int secfile_mkdir_p(const char *dir, err_msg_t *e)
 	return 0;
 }
 
+
+/* ---- the key file layout */
+
+#define KEY_VERSION 1u
+#define KEY_OFF_VERSION 8
+#define KEY_OFF_SEED 12
+#define KEY_OFF_PUB 44
+#define KEY_OFF_SUM 76
+_Static_assert(KEY_OFF_SUM + 32 == SECFILE_KEY_SIZE, "key file layout");
+
+void secfile_key_build(const char magic[8], const uint8_t seed[SECFILE_SEEDLEN], uint8_t b[SECFILE_KEY_SIZE])
+{
+	uint8_t sk[crypto_sign_SECRETKEYBYTES];
+	memcpy(b, magic, 8);
+	b[KEY_OFF_VERSION] = KEY_VERSION;
+	b[KEY_OFF_VERSION + 1] = b[KEY_OFF_VERSION + 2] = b[KEY_OFF_VERSION + 3] = 0;
+	memcpy(b + KEY_OFF_SEED, seed, SECFILE_SEEDLEN);
+	crypto_sign_seed_keypair(b + KEY_OFF_PUB, sk, seed);
+	crypto_generichash(b + KEY_OFF_SUM, 32, b, KEY_OFF_SUM, NULL, 0);
+	sodium_memzero(sk, sizeof(sk));
+}
+
+int secfile_key_parse(const uint8_t b[SECFILE_KEY_SIZE], const char magic[8], const char *kind, const char *path,
+	uint8_t seed[SECFILE_SEEDLEN], err_msg_t *e)
+{
+	if (memcmp(b, magic, 8) != 0)
+		return err_set(e, ERR_FORMAT, "%s: not a colony %s (bad magic)", path, kind);
+	uint32_t ver = (uint32_t)b[KEY_OFF_VERSION] | (uint32_t)b[KEY_OFF_VERSION + 1] << 8 |
+		       (uint32_t)b[KEY_OFF_VERSION + 2] << 16 | (uint32_t)b[KEY_OFF_VERSION + 3] << 24;
+	if (ver != KEY_VERSION)
+		return err_set(e, ERR_FORMAT, "%s: %s version %u is not supported (expected %u)", path, kind, ver,
+			KEY_VERSION);
+	uint8_t sum[32], pub[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+	crypto_generichash(sum, sizeof(sum), b, KEY_OFF_SUM, NULL, 0);
+	if (sodium_memcmp(sum, b + KEY_OFF_SUM, sizeof(sum)) != 0)
+		return err_set(e, ERR_FORMAT, "%s: checksum mismatch (the file is corrupted)", path);
+	crypto_sign_seed_keypair(pub, sk, b + KEY_OFF_SEED);
+	sodium_memzero(sk, sizeof(sk));
+	if (sodium_memcmp(pub, b + KEY_OFF_PUB, sizeof(pub)) != 0)
+		return err_set(e, ERR_FORMAT, "%s: the public key does not match the secret key (corrupted file)", path);
+	memcpy(seed, b + KEY_OFF_SEED, SECFILE_SEEDLEN);
+	return 0;
+}

@@ -26,4 +26,19 @@ int secfile_create(const char *path, const uint8_t *b, size_t n, int *exists, er
  * up a directory. */
 int secfile_mkdir_p(const char *dir, err_msg_t *e) WUR;
 
+/* The ed25519 key file layout shared by node.key and wallet.key
+ * (docs/PROTOCOL.md): an 8-byte magic naming the kind, u32 version 1
+ * (little-endian), the 32-byte seed, the 32-byte public key, and
+ * BLAKE2b-256 of the 76 bytes before it. */
+#define SECFILE_KEY_SIZE 108
+#define SECFILE_SEEDLEN 32
+
+/* b = the key file of seed under magic. */
+void secfile_key_build(const char magic[8], const uint8_t seed[SECFILE_SEEDLEN], uint8_t b[SECFILE_KEY_SIZE]);
+/* Checks b (magic, version, checksum, and that its public key is the
+ * seed's) and copies the seed out (the caller wipes it). kind names the
+ * file in messages ("key file"); ERR_FORMAT says which check failed. */
+int secfile_key_parse(const uint8_t b[SECFILE_KEY_SIZE], const char magic[8], const char *kind, const char *path,
+	uint8_t seed[SECFILE_SEEDLEN], err_msg_t *e) WUR;
+
 #endif

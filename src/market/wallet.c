@@ -13,14 +13,10 @@
 
 #include "base/secfile.h"
 
-/* Plain key file (docs/PROTOCOL.md, "Wallet files"). */
+/* Plain key file (docs/PROTOCOL.md, "Wallet files"): secfile's layout. */
 #define WK_MAGIC "COLONYWL"
-#define WK_VERSION 1u
-#define WK_OFF_VERSION 8
-#define WK_OFF_SEED 12
-#define WK_OFF_PUB 44
-#define WK_OFF_SUM 76
 #define WK_SUMLEN 32
+_Static_assert(WALLET_FILE_SIZE == SECFILE_KEY_SIZE && WALLET_SEEDLEN == SECFILE_SEEDLEN, "key file layout");
 
 /* Encrypted export. */
 #define WE_MAGIC "COLONYWE"
@@ -153,37 +149,17 @@ static uint64_t get_u64le(const uint8_t *p)
 /* The plain key file of a seed. */
 static void keyfile_build(const uint8_t seed[WALLET_SEEDLEN], uint8_t b[WALLET_FILE_SIZE])
 {
-	uint8_t pub[WALLET_PUBLEN], sk[crypto_sign_SECRETKEYBYTES];
-	memcpy(b, WK_MAGIC, 8);
-	put_u32le(b + WK_OFF_VERSION, WK_VERSION);
-	memcpy(b + WK_OFF_SEED, seed, WALLET_SEEDLEN);
-	crypto_sign_seed_keypair(pub, sk, seed);
-	memcpy(b + WK_OFF_PUB, pub, WALLET_PUBLEN);
-	crypto_generichash(b + WK_OFF_SUM, WK_SUMLEN, b, WK_OFF_SUM, NULL, 0);
-	sodium_memzero(sk, sizeof(sk));
+	secfile_key_build(WK_MAGIC, seed, b);
 }
 
 static int keyfile_parse(const uint8_t *b, const char *path, wallet_t **out, err_msg_t *e)
 {
-	if (memcmp(b, WK_MAGIC, 8) != 0)
-		return err_set(e, ERR_FORMAT, "%s: not a colony wallet key file (bad magic)", path);
-	uint32_t ver = get_u32le(b + WK_OFF_VERSION);
-	if (ver != WK_VERSION)
-		return err_set(e, ERR_FORMAT, "%s: wallet file version %u is not supported (expected %u)",
-			path, ver, WK_VERSION);
-	uint8_t sum[WK_SUMLEN];
-	crypto_generichash(sum, sizeof(sum), b, WK_OFF_SUM, NULL, 0);
-	if (sodium_memcmp(sum, b + WK_OFF_SUM, WK_SUMLEN) != 0)
-		return err_set(e, ERR_FORMAT, "%s: checksum mismatch (the file is corrupted)", path);
-	int rc = wallet_alloc(b + WK_OFF_SEED, out);
-	if (rc)
-		return err_set(e, rc, "%s: cannot allocate secure memory", path);
-	if (sodium_memcmp((*out)->pub, b + WK_OFF_PUB, WALLET_PUBLEN) != 0) {
-		wallet_free(*out);
-		*out = NULL;
-		return err_set(e, ERR_FORMAT, "%s: the public key does not match the secret key (corrupted file)", path);
-	}
-	return 0;
+	uint8_t seed[WALLET_SEEDLEN];
+	int rc = secfile_key_parse(b, WK_MAGIC, "wallet key file", path, seed, e);
+	if (rc == 0 && (rc = wallet_alloc(seed, out)) != 0)
+		err_set(e, rc, "%s: cannot allocate secure memory", path);
+	sodium_memzero(seed, sizeof(seed));
+	return rc;
 }
 
 int wallet_load_file(const char *path, wallet_t **out, err_msg_t *e)

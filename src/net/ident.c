@@ -13,14 +13,9 @@
 
 #include "base/secfile.h"
 
-/* Key file layout (docs/PROTOCOL.md, "Identity key file"). */
+/* Key file (docs/PROTOCOL.md, "Identity key file"): secfile's layout. */
 #define KF_MAGIC "COLONYID"
-#define KF_VERSION 1u
-#define KF_OFF_VERSION 8
-#define KF_OFF_SEED 12
-#define KF_OFF_PUB 44
-#define KF_OFF_SUM 76
-#define KF_SUMLEN 32
+_Static_assert(IDENT_FILE_SIZE == SECFILE_KEY_SIZE && IDENT_SEEDLEN == SECFILE_SEEDLEN, "key file layout");
 
 struct ident {
 	uint8_t sk[crypto_sign_SECRETKEYBYTES];   /* seed || pub, libsodium's form */
@@ -134,38 +129,15 @@ int ident_id_parse(const char *s, uint8_t pub[IDENT_PUBLEN], err_msg_t *e)
 
 /* ---- the key file ---- */
 
-static void put_u32le(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Parses the 108 bytes of a key file into an ident. */
 static int keyfile_parse(const uint8_t *b, const char *path, ident_t **out, err_msg_t *e)
 {
-	if (memcmp(b, KF_MAGIC, 8) != 0)
-		return err_set(e, ERR_FORMAT, "%s: not a colony key file (bad magic)", path);
-	uint32_t ver = get_u32le(b + KF_OFF_VERSION);
-	if (ver != KF_VERSION)
-		return err_set(e, ERR_FORMAT, "%s: key file version %u is not supported (expected %u)",
-			path, ver, KF_VERSION);
-	uint8_t sum[KF_SUMLEN];
-	crypto_generichash(sum, sizeof(sum), b, KF_OFF_SUM, NULL, 0);
-	if (sodium_memcmp(sum, b + KF_OFF_SUM, KF_SUMLEN) != 0)
-		return err_set(e, ERR_FORMAT, "%s: checksum mismatch (the file is corrupted)", path);
-	int rc = ident_alloc(b + KF_OFF_SEED, out);
-	if (rc)
-		return err_set(e, rc, "%s: cannot allocate secure memory", path);
-	if (sodium_memcmp((*out)->pub, b + KF_OFF_PUB, IDENT_PUBLEN) != 0) {
-		ident_free(*out);
-		*out = NULL;
-		return err_set(e, ERR_FORMAT, "%s: the public key does not match the secret key (corrupted file)", path);
-	}
-	return 0;
+	uint8_t seed[IDENT_SEEDLEN];
+	int rc = secfile_key_parse(b, KF_MAGIC, "key file", path, seed, e);
+	if (rc == 0 && (rc = ident_alloc(seed, out)) != 0)
+		err_set(e, rc, "%s: cannot allocate secure memory", path);
+	sodium_memzero(seed, sizeof(seed));
+	return rc;
 }
 
 int ident_load_file(const char *path, ident_t **out, err_msg_t *e)
@@ -188,14 +160,10 @@ int ident_load_file(const char *path, ident_t **out, err_msg_t *e)
  * created it first (then that one is the key). */
 static int keyfile_create(const char *path, int *lost_race, err_msg_t *e)
 {
-	uint8_t b[IDENT_FILE_SIZE], pub[IDENT_PUBLEN], sk[crypto_sign_SECRETKEYBYTES];
-	memcpy(b, KF_MAGIC, 8);
-	put_u32le(b + KF_OFF_VERSION, KF_VERSION);
-	randombytes_buf(b + KF_OFF_SEED, IDENT_SEEDLEN);
-	crypto_sign_seed_keypair(pub, sk, b + KF_OFF_SEED);
-	memcpy(b + KF_OFF_PUB, pub, IDENT_PUBLEN);
-	crypto_generichash(b + KF_OFF_SUM, KF_SUMLEN, b, KF_OFF_SUM, NULL, 0);
-	sodium_memzero(sk, sizeof(sk));
+	uint8_t b[IDENT_FILE_SIZE], seed[IDENT_SEEDLEN];
+	randombytes_buf(seed, sizeof(seed));
+	secfile_key_build(KF_MAGIC, seed, b);
+	sodium_memzero(seed, sizeof(seed));
 	int rc = secfile_create(path, b, sizeof(b), lost_race, e);
 	if (*lost_race)
 		rc = 0;
