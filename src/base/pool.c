@@ -31,6 +31,7 @@ struct pool {
 	atomic_int pending;    /* workers still running the current job */
 	atomic_int stop;
 	atomic_int sleepers;
+	atomic_int rest;       /* set by pool_rest: idle workers sleep at once */
 	pool_fn_cb fn;
 	void *arg;
 };
@@ -57,7 +58,7 @@ static void *worker_main(void *a)
 		while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
 			if (atomic_load(&p->stop))
 				return NULL;
-			if (++spins < POOL_SPIN) {
+			if (++spins < POOL_SPIN && !atomic_load_explicit(&p->rest, memory_order_relaxed)) {
 				if (spins % 256 == 0)
 					sched_yield();
 				else
@@ -141,6 +142,7 @@ void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
 	}
 	p->fn = fn;
 	p->arg = arg;
+	atomic_store_explicit(&p->rest, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
 	/* seq_cst, not just release: with the worker's seq_cst sleepers++ then
 	 * gen load, either we see its sleepers++ and broadcast, or it sees the
@@ -161,6 +163,17 @@ void pool_run(pool_t *p, pool_fn_cb fn, void *arg)
 		else
 			sched_yield();
 	}
+}
+
+void pool_rest(pool_t *p)
+{
+	if (p)
+		atomic_store_explicit(&p->rest, 1, memory_order_relaxed);
+}
+
+int pool_sleeping(pool_t *p)
+{
+	return p ? atomic_load(&p->sleepers) : 0;
 }
 
 void pool_split(long n, int ith, int nth, long align, long *lo, long *hi)

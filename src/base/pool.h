@@ -25,6 +25,12 @@ int pool_size(const pool_t *p);       /* 1 for NULL */
 /* p may be NULL: then fn(arg, 0, 1) runs in the caller. */
 void pool_run(pool_t *p, pool_fn_cb fn, void *arg);
 
+/* The job just run was the last for a while (a shard step, a token waiting
+ * on the network): idle workers go to sleep at once instead of spinning, so
+ * they leave the CPU to other processes. The next pool_run undoes it. */
+void pool_rest(pool_t *p);
+/* Workers asleep on the condition variable now (a snapshot, for tests). */
+int pool_sleeping(pool_t *p);
 /* Split [0, n) into nth nearly equal contiguous parts; part ith is [*lo, *hi).
  * `align` rounds part boundaries to multiples of align (except the end). */
 void pool_split(long n, int ith, int nth, long align, long *lo, long *hi);

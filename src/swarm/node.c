@@ -628,6 +628,11 @@ static void step_done(uv_work_t *w, int status)
 	n->step_busy = 0;
 	shard_step_end(n->shard);
 	shard_kick(n);
+	/* Nothing else to compute: the next step waits on the network, so the
+	 * compute threads sleep now rather than spin on CPUs that the other
+	 * processes of a machine (a chain's next hop, the client) need. */
+	if (!n->step_busy)
+		pool_rest(n->pool);
 }
 
 static void shard_kick(struct node *n)

@@ -406,7 +406,9 @@ static void sample(sess_t *s, const float *y)
 	err_msg_t e = { { 0 } };
 	int T = s->hist[0].len;
 	s->sampled_at = T;
-	if (fwd_head(s->ctx, s->cfg.model, y, 1, s->logits, &e) != 0) {
+	int hrc = fwd_head(s->ctx, s->cfg.model, y, 1, s->logits, &e);
+	pool_rest(s->cfg.pool);   /* the next job waits on the network */
+	if (hrc != 0) {
 		finish(s, ERR_INVAL, "output head: %s", e.msg);
 		return;
 	}

@@ -1,7 +1,7 @@
 /* test_pool.c - the thread pool: every thread runs each job exactly once, the
  * caller sees the workers' writes when pool_run returns, back-to-back short
  * jobs, sleeping workers wake up, pool_free with idle or just-started workers,
- * and pool_split's cover of [0, n).
+ * pool_rest putting idle workers to sleep, and pool_split's cover of [0, n).
  *
  * A lost job or a lost wakeup shows up as a hang, so a watchdog (SIGALRM,
  * whose default action ends the process) turns a hang into a failure instead
@@ -254,6 +254,48 @@ static void test_wake_race(void)
 	pool_free(p);
 }
 
+/* pool_rest: idle workers stop spinning and sleep at once (well before the
+ * spin would end: 20000 polls), and wake for the next job; rests at any
+ * point between jobs lose no job. */
+static void test_rest(void)
+{
+	watchdog();
+	pool_t *p = pool_new(4);
+	REQUIRE(p);
+	struct count_job j;
+	memset(&j, 0, sizeof(j));
+	j.want_nth = 4;
+	for (long k = 1; k <= 20; k++) {
+		j.job = k;
+		pool_run(p, count_fn, &j);
+		pool_rest(p);
+		int waited = 0;
+		while (pool_sleeping(p) < 3 && waited < 5000) {
+			sleep_ms(1);
+			waited++;
+		}
+		CHECK(pool_sleeping(p) == 3);
+		for (int i = 0; i < 4; i++)
+			REQUIRE(atomic_load(&j.calls[i]) == k && j.seen_job[i] == k);
+	}
+	/* Rests racing with jobs: right after one, or after a short pause. */
+	for (long k = 21; k <= 400; k++) {
+		if (k % 3 == 0) {
+			struct timespec ts = { 0, (k % 7) * 20000L };
+			nanosleep(&ts, NULL);
+		}
+		j.job = k;
+		pool_run(p, count_fn, &j);
+		if (k % 2)
+			pool_rest(p);
+		for (int i = 0; i < 4; i++)
+			REQUIRE(atomic_load(&j.calls[i]) == k);
+	}
+	pool_rest(NULL);
+	CHECK(pool_sleeping(NULL) == 0);
+	pool_free(p);
+}
+
 /* ---- pool_split ------------------------------------------------------------- */
 
 static void test_split(void)
@@ -340,5 +382,5 @@ static void test_split_job_identical(void)
 }
 
 TEST_MAIN(test_each_thread_once, test_many_short_jobs, test_single_thread,
-	  test_run_right_after_new, test_free_idle, test_wake_race, test_split,
+	  test_run_right_after_new, test_free_idle, test_wake_race, test_rest, test_split,
 	  test_split_job_identical)
