@@ -8,6 +8,8 @@
  * bytes (mean, and the best single call, which shows the kernel's speed
  * when other processes share the cores; BENCH_HOT=1 in the environment keeps one cache-resident copy
  * instead, to time the kernels alone). GEMM reuses one copy (it is compute-bound); GFLOP/s = 2*rows*cols*n.
+ * BENCH_GEMV_N=K times the generation kernel with K tokens per call instead
+ * of 1 (the small batches of continuous batching; GFLOP/s then counts all K).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +37,11 @@ int main(int argc, char **argv)
 			}
 	}
 	const char *filter = argc > 3 && argv[3][0] ? argv[3] : NULL;
+	int gn = getenv("BENCH_GEMV_N") ? atoi(getenv("BENCH_GEMV_N")) : 1;
+	if (gn < 1 || gn > 128)
+		gn = 1;
 	double secs = argc > 4 ? atof(argv[4]) : 0.5;
-	printf("threads %d, isa %s\n", nth, kern_isa_name(kern_isa_active()));
+	printf("threads %d, isa %s, gemv n = %d\n", nth, kern_isa_name(kern_isa_active()), gn);
 	pool_t *pool = pool_new(nth);
 	kern_ctx_t k;
 	kern_ctx_init(&k, pool);
@@ -89,7 +94,7 @@ int main(int argc, char **argv)
 			do {
 				kern_mat_t W = { buf + (it % ncopy) * msz, types[ti], rows, cols, lay };
 				double t1 = clock_sec();
-				if (kern_matmul(&k, &W, X, 1, Y) != 0)
+				if (kern_matmul(&k, &W, X, gn, Y) != 0)
 					return 1;
 				t1 = clock_sec() - t1;
 				if (t1 < best)
@@ -117,7 +122,7 @@ int main(int argc, char **argv)
 			char shp[32];
 			snprintf(shp, sizeof(shp), "%lldx%lld%s", (long long)rows, (long long)cols, lay ? "r" : "");
 			printf("%-5s %-10s | %9.1f %8.2f %8.2f %8.2f | %9.3f %8.1f %8.1f\n", tr->name, shp, gemv * 1e6,
-			       msz / gemv * 1e-9, msz / best * 1e-9, 2.0 * rows * cols / gemv * 1e-9, gemm * 1e3,
+			       msz / gemv * 1e-9, msz / best * 1e-9, 2.0 * rows * cols * gn / gemv * 1e-9, gemm * 1e3,
 			       2.0 * rows * cols * 128 / gemm * 1e-9, 2.0 * rows * cols * 128 / best2 * 1e-9);
 			fflush(stdout);
 		}
