@@ -87,6 +87,16 @@ swarm_start() {
   for i in $(seq 0 $((h - 1))); do wait_log "$dir/n$i.log" "(announced)" 300; done
 }
 
+# hop_ms ERRFILE: the client's round trip per token of each hop (route line)
+hop_ms() { grep "route " "$1" | grep -o "([0-9.]* ms/token)" | tr -d '(' | awk '{printf "%s ", $1}'; }
+
+# node_ms NAME HOPS: each node's mean compute per one-token step (status)
+node_ms() {
+  for i in $(seq 0 $(($2 - 1))); do
+    "$B/colony" peers --home "$W/$1/n$i" --status | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["tok_ms"], end=" ")'
+  done
+}
+
 # swarm_run NAME BS: TPS = generation tokens/s through that swarm
 swarm_run() {
   "$B/colony" run --swarm "$2" -m "$M" -p "$PROMPT" -n "$N" --temp 0 >/dev/null 2>"$W/$1.err" || {
@@ -100,14 +110,28 @@ rows=""
 for h in $HOPS; do
   swarm_start lo$h "$h" 0; bs_lo=$BS
   swarm_start wan$h "$h" "$DELAY_MS"; bs_wan=$BS
-  sg=() lo=() wan=()
+  sg=() lo=() wan=() lohop=()
   for r in $(seq "$ROUNDS"); do
     single; sg+=("$TPS")
     swarm_run lo$h "$bs_lo"; lo+=("$TPS")
+    lohop+=("$(hop_ms "$W/lo$h.err")")
     swarm_run wan$h "$bs_wan"; wan+=("$TPS")
     echo "-- $h hop(s), round $r: one process ${sg[-1]}, loopback ${lo[-1]}, ${DELAY_MS} ms links ${wan[-1]} tok/s" >&2
   done
   grep -h "route" "$W/lo$h.err" "$W/wan$h.err" | sed 's/^colony: /   /' >&2
+  # Per-hop overhead on loopback: the client's round trip per token of each
+  # hop (mean over the rounds) minus that node's own compute per one-token
+  # step (its status, over the same rounds): messages, encryption, the
+  # hand-offs between threads and processes.
+  nms=$(node_ms lo$h "$h")
+  ov=$(python3 -c '
+import sys
+rounds = [[float(x) for x in r.split()] for r in sys.argv[2:]]
+node = [float(x) for x in sys.argv[1].split()]
+rt = [sum(r[i] for r in rounds) / len(rounds) for i in range(len(node))]
+print(" ".join(f"{(a - b) * 1000:.0f}" for a, b in zip(rt, node)),
+      "|", " ".join(f"{a:.2f}" for a in rt), "|", " ".join(f"{b:.2f}" for b in node))' "$nms" "${lohop[@]}")
+  echo "-- $h hop(s), loopback: per-hop overhead (us) | client round trip per token (ms) | node compute per token (ms): $ov" >&2
   rows+="$h|${sg[*]}|${lo[*]}|${wan[*]}"$'\n'
   stop_all
 done

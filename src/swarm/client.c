@@ -379,8 +379,11 @@ static void route_str(swarm_client_t *c, sess_t *sess, char *buf, size_t cap)
 		ident_id_short(s->rec.node_id, sid);
 		if (s->rec.n_addrs)
 			ann_addr_str(&s->rec.addrs[0], addr, sizeof(addr));
-		int k = snprintf(buf + off, cap - off, "%s[%d,%d) %.8s %s", i ? " -> " : "", hops[i].layer_a,
-				 hops[i].layer_b, sid, addr);
+		char tok[32] = "";
+		if (hops[i].tok_ms > 0)
+			snprintf(tok, sizeof(tok), " (%.2f ms/token)", hops[i].tok_ms);
+		int k = snprintf(buf + off, cap - off, "%s[%d,%d) %.8s %s%s", i ? " -> " : "", hops[i].layer_a,
+				 hops[i].layer_b, sid, addr, tok);
 		if (k < 0 || (size_t)k >= cap - off)
 			break;
 		off += (size_t)k;

@@ -774,12 +774,13 @@ static void ctl_answer(struct ctl_client *c)
 			"{\"id\":\"%s\",\"short\":\"%s\",\"network\":\"%s\",\"port\":%d,\"dht_port\":%u,"
 			"\"model\":\"%s\",\"serving\":%s,\"layers\":[%d,%d],\"known_peers\":%zu,\"connections\":%d,"
 			"\"sessions\":%d,\"kv_used\":%llu,\"steps\":%llu,\"rows\":%llu,\"max_batch\":%llu,"
-			"\"batched_steps\":%llu,\"earned\":%lld,\"spent\":%lld}\n",
+			"\"batched_steps\":%llu,\"tok_steps\":%llu,\"tok_ms\":%.3f,\"earned\":%lld,\"spent\":%lld}\n",
 			ident_id_full(ident_pub(n->id), hex), ident_id_short(ident_pub(n->id), sid), n->cfg.network,
 			n->port, dht_node_port(n->dht), mid, n->serving ? "true" : "false", n->cfg.layer_a,
 			n->cfg.layer_b, n->n_known, peer_net_count(n->net), ss.sessions, (unsigned long long)ss.kv_used,
 			(unsigned long long)ss.steps, (unsigned long long)ss.rows, (unsigned long long)ss.max_batch,
-			(unsigned long long)ss.batched_steps,
+			(unsigned long long)ss.batched_steps, (unsigned long long)ss.tok_steps,
+			ss.tok_steps ? (double)ss.tok_ns / (double)ss.tok_steps * 1e-6 : 0.0,
 			(long long)__atomic_load_n(&n->earned, __ATOMIC_RELAXED),
 			(long long)(n->cfg.spent ? n->cfg.spent(n->cfg.hook_ud) : 0));
 	} else {

@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "infer/fwd.h"
 
@@ -25,6 +26,9 @@ struct hop {
 	int replay_until;      /* positions a predecessor had computed when it was installed */
 	uint64_t deadline;     /* of the OPEN or FORWARD in flight; 0: none */
 	int pay_wait;          /* OPEN_SESSION held until its channel is ready (sess_pay_ready) */
+	uint64_t sent_ns;      /* when the FORWARD in flight left */
+	uint64_t tok_ns;       /* round trips of one-row FORWARDs (decoding), summed */
+	uint32_t tok_n;        /* and counted */
 };
 
 /* Hidden states entering one layer boundary, positions [0, len). */
@@ -324,6 +328,7 @@ static void pump(sess_t *s)
 		m.u.forward.data_len = wire_hidden_size(s->cfg.enc, (uint32_t)n, (uint32_t)s->d);
 		h->inflight = n;
 		h->deadline = s->now + s->cfg.timeout_ms;
+		h->sent_ns = clock_ns();
 		s->stats.rows_sent += (uint64_t)n;
 		if (h->done < h->replay_until)
 			s->stats.rows_replayed +=
@@ -466,6 +471,10 @@ static void on_result(sess_t *s, int j, const wire_forward_t *f)
 	if (!f->data || wire_hidden_decode(f->enc, f->data, f->data_len, (uint32_t)n, (uint32_t)s->d, s->rows, &e) != 0) {
 		fail_hop(s, j, WIRE_E_PROTOCOL, 1, "FORWARD_RESULT data: %s", f->data ? e.msg : "missing");
 		return;
+	}
+	if (n == 1) {
+		h->tok_ns += clock_ns() - h->sent_ns;
+		h->tok_n++;
 	}
 	int start = h->done;
 	h->done += n;
@@ -703,7 +712,8 @@ int sess_route(const sess_t *s, sess_hop_info_t *out, int cap)
 		if (h->dead)
 			continue;
 		if (n < cap)
-			out[n] = (sess_hop_info_t){ h->server, h->a, h->b, h->sid, h->open, h->done };
+			out[n] = (sess_hop_info_t){ h->server, h->a, h->b, h->sid, h->open, h->done,
+						    h->tok_n ? (double)h->tok_ns / h->tok_n * 1e-6 : 0 };
 		n++;
 	}
 	return n;

@@ -132,6 +132,8 @@ typedef struct sess_hop_info {
 	uint64_t session_id;
 	int open;                      /* OPEN_OK received */
 	int done;                      /* positions it has computed */
+	double tok_ms;                 /* mean round trip of its one-row FORWARDs (send to result,
+					* the server's compute included); 0: none yet */
 } sess_hop_info_t;
 
 void sess_cfg_default(sess_cfg_t *c);

@@ -90,6 +90,7 @@ struct shard {
 	float *x;
 	size_t x_floats;
 	int rc;                    /* fwd_forward's result */
+	uint64_t fwd_ns;           /* and its duration */
 	err_msg_t err;
 	shard_stats_t stats;
 	struct pay_pending *pend; /* max_sessions entries, client NULL = free */
@@ -849,7 +850,9 @@ void shard_step_run(shard_t *s)
 	s->rc = 0;
 	if (ns == 0)
 		return;
+	uint64_t t0 = clock_ns();
 	s->rc = fwd_forward(s->ctx, s->cfg.model, s->segs, ns, s->x, &s->err);
+	s->fwd_ns = clock_ns() - t0;
 	if (s->rc)
 		return;
 	size_t row = 0;
@@ -887,6 +890,10 @@ int shard_step_end(shard_t *s)
 			s->stats.max_batch = (uint64_t)ns;
 		if (ns > 1)
 			s->stats.batched_steps++;
+		if (ns == 1 && s->segs[0].n == 1) {
+			s->stats.tok_steps++;
+			s->stats.tok_ns += s->fwd_ns;
+		}
 	}
 	for (int i = 0; i < s->n_items; i++) {
 		struct item *it = &s->items[i];

@@ -207,6 +207,8 @@ typedef struct shard_stats {
 	uint64_t rows;                 /* rows computed */
 	uint64_t max_batch;            /* most segments in one step */
 	uint64_t batched_steps;        /* steps with more than one segment */
+	uint64_t tok_steps;            /* steps of one row (one session decoding alone) */
+	uint64_t tok_ns;               /* time their forward passes took, summed */
 } shard_stats_t;
 void shard_stats(const shard_t *s, shard_stats_t *st);
 

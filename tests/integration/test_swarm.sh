@@ -17,6 +17,7 @@ WANT=$(python3 -c "import json;c=json.load(open('$FIX/reference.json'))['cases']
 got=$("$BIN" swarm -m "$M" --home "$TMP/sw" --nodes 3 --replicas 1 -p "$P" -n 64 --temp 0 2>"$TMP/sw.err")
 [ "$got" = "$WANT" ] && ok "colony swarm (3 hops) gives llama.cpp's text" || fail "colony swarm: [$got] $(tail -3 "$TMP/sw.err")"
 grep -q "route \[0,1) .* -> \[1,3) .* -> \[3,5)" "$TMP/sw.err" && ok "route of 3 hops shown" || fail "route: $(grep route "$TMP/sw.err")"
+[ "$(grep "route " "$TMP/sw.err" | grep -o "ms/token" | wc -l)" = 3 ] && ok "each hop's round trip per token shown" || fail "hop times: $(grep route "$TMP/sw.err")"
 grep -q "tokens/s" "$TMP/sw.err" && ok "tokens/s shown" || fail "no tokens/s"
 
 # A random-weight synthetic model through 3 hops: the logits that pick the first

@@ -377,6 +377,9 @@ static void test_batching(void)
 	shard_stats_t st;
 	shard_stats(sh, &st);
 	CHECK_EQ_INT(st.batched_steps, 0);
+	/* every round after each prompt was one row of one session, timed */
+	CHECK_EQ_INT(st.tok_steps, NS * (ROUNDS - 1));
+	CHECK(st.tok_ns > 0);
 	shard_free(sh);
 
 	/* All three queued together each round: one step, one forward call. */
@@ -414,6 +417,7 @@ static void test_batching(void)
 	CHECK_EQ_INT(st.steps, ROUNDS);        /* one fwd_forward call per round */
 	CHECK_EQ_INT(st.batched_steps, ROUNDS);
 	CHECK_EQ_INT(st.max_batch, NS);
+	CHECK_EQ_INT(st.tok_steps, 0);         /* batched steps are not one-row steps */
 	CHECK(memcmp(solo, batched, sizeof(solo)) == 0);
 
 	/* Two FORWARDs of one session queued together run in two steps, in order
