@@ -309,7 +309,7 @@ int kern_matmul_multi(kern_ctx_t *k, const kern_mat_t *const *Wv, int nw, const 
 	}
 	size_t pbytes = 0;
 	if ((r16 ? ops->mm_r16[W->type] : ops->mm[W->type]) && ops->mm_prep)
-		pbytes = align_up(ops->mm_prep_size(W->type, W->cols, n));
+		pbytes = align_up(ops->mm_prep_size(W->type, W->layout, W->cols, n));
 	int rc = scratch_reserve(k, xbytes + pbytes + j.ws_size * (size_t)nth);
 	if (rc)
 		return rc;

@@ -169,8 +169,8 @@ typedef struct kern_ops {
 	size_t (*mm_r16_ws)(int type, int64_t cols, int64_t n);
 	/* Optional shared re-layout of the quantized activations, run on all
 	 * threads before mm (part ith of nth); size 0 = not wanted for this
-	 * type and batch size. */
-	size_t (*mm_prep_size)(int type, int64_t cols, int64_t n);
+	 * type, weight layout (KERN_LAYOUT_*) and batch size. */
+	size_t (*mm_prep_size)(int type, int layout, int64_t cols, int64_t n);
 	void (*mm_prep)(const kern_mm_args_t *a, void *xt, int ith, int nth);
 	float (*dot_f32)(int64_t n, const float *a, const float *b);
 	float (*dot_f32_f16)(int64_t n, const float *a, const uint16_t *b);

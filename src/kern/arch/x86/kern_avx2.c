@@ -25,8 +25,9 @@
 #define XT80_BYTES (16 * 32 + 32)
 #define XTK_BYTES (8 * 16 * 32 + 32 + 4 * 32)
 
-static size_t mm_prep_size(int type, int64_t cols, int64_t n)
+static size_t mm_prep_size(int type, int layout, int64_t cols, int64_t n)
 {
+	(void)layout;   /* no R16 kernels here: every matrix is in rows */
 	if (n < MM_MIN_N)
 		return 0;
 	size_t ng = (size_t)((n + GT - 1) / GT);

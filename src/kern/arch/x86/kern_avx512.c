@@ -19,6 +19,7 @@
 
 #define MM_MIN_N 8      /* below this, the GEMV paths (same bits) */
 #define GT 16           /* tokens per group (zmm lanes) */
+#define R16_GEMV_MAX 32 /* R16 matrices: up to this many tokens, gemv_r16 */
 #define GR 16           /* weight rows per tile */
 
 /* ---- zmm pair dots for the K-quants (same integers as x86_common.h) ---- */
@@ -201,8 +202,11 @@ static void prep_q8_k(const kern_mm_args_t *a, void *xt, int ith, int nth)
 	}
 }
 
-static size_t mm_prep_size(int type, int64_t cols, int64_t n)
+static size_t mm_prep_size(int type, int layout, int64_t cols, int64_t n)
 {
+	/* R16 matrices: gemv_r16 reads the quantized rows as they are */
+	if (layout == KERN_LAYOUT_R16 && n <= R16_GEMV_MAX)
+		return 0;
 	switch (type) {
 	case KERN_Q8_0: case KERN_Q4_0: return prep_size_q8_0(cols, n);
 	case KERN_Q4_K: case KERN_Q6_K: return prep_size_q8_k(cols, n);
@@ -495,7 +499,6 @@ static void mm_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
  * faster (bench_shard). */
 #define RT 8
 #define GEMV_PF_PAIRS 6
-#define R16_GEMV_MAX 32
 
 static inline __m512i bcst_dw(const int8_t *p, int k)
 {
