@@ -3,7 +3,8 @@
  * does (huge pages, repacked) and runs one-token steps through them, back to
  * back, or after sleeping PAUSE_US microseconds before each step (a hop of a
  * chain waits for the other hops between its tokens), optionally spinning
- * SPIN_US on the calling thread after the pause. The settings alternate
+ * SPIN_US after the pause (on the calling thread; on every thread of the
+ * pool with BENCH_SPIN_ALL=1 in the environment). The settings alternate
  * within each round, since the machine's speed drifts. Prints the mean step
  * time per setting.
  *
@@ -24,6 +25,19 @@
 #define MAX_SET 8
 #define STEPS 40
 #define WARM 4
+
+struct spin_job {
+	uint64_t ns;
+};
+
+static void spin_cb(void *arg, int ith, int nth)
+{
+	(void)ith;
+	(void)nth;
+	const struct spin_job *j = arg;
+	for (uint64_t t0 = clock_ns(); clock_ns() - t0 < j->ns;)
+		;
+}
 
 static void pause_us(long us)
 {
@@ -72,6 +86,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_pause: out of memory\n");
 		return 1;
 	}
+	int spin_all = getenv("BENCH_SPIN_ALL") != NULL;
 	double sum[MAX_SET] = { 0 };
 	for (int r = 0; r < rounds; r++)
 		for (int k = 0; k < nset; k++) {
@@ -88,8 +103,13 @@ int main(int argc, char **argv)
 					pool_rest(pool);   /* as a shard does when its queue is empty */
 					pause_us(pause[k]);
 				}
-				for (uint64_t t0 = clock_ns(); spin[k] && clock_ns() - t0 < (uint64_t)spin[k] * 1000;)
-					;
+				if (spin[k]) {
+					struct spin_job sj = { (uint64_t)spin[k] * 1000 };
+					if (spin_all)
+						pool_run(pool, spin_cb, &sj);
+					else
+						spin_cb(&sj, 0, 1);
+				}
 				fwd_seg_t sg = { st, 1 };
 				uint64_t t0 = clock_ns();
 				if (fwd_forward(c, m, &sg, 1, x, &e)) {
@@ -102,7 +122,8 @@ int main(int argc, char **argv)
 			sum[k] += t / (STEPS - WARM);
 			fwd_state_free(st);
 		}
-	printf("layers [%d,%d) of %s, one-token steps, 2 threads, %d rounds of %d steps\n", a, b, argv[1], rounds, STEPS);
+	printf("layers [%d,%d) of %s, one-token steps, 2 threads, %d rounds of %d steps; spins on %s\n", a, b, argv[1],
+	       rounds, STEPS, spin_all ? "every thread" : "the calling thread");
 	for (int k = 0; k < nset; k++)
 		printf("pause %6ld us, spin %5ld us: %7.3f ms per step (%+.0f%% vs the first setting)\n", pause[k], spin[k],
 		       sum[k] / rounds, 100.0 * (sum[k] / sum[0] - 1.0));
