@@ -495,8 +495,7 @@ static void mm_q4_0(const kern_mm_args_t *a, int64_t r0, int64_t r1, void *ws)
  * (the hardware prefetcher follows it); with several tokens each cache line
  * takes several times longer to consume, fewer lines are in flight, and
  * prefetching GEMV_PF_PAIRS block pairs ahead (from 4 tokens up; at 2 it
- * did not help) makes a step of 8 tokens 8-25%
- * faster (bench_shard). */
+ * did not help) makes a step of 8 tokens 8-25% faster (bench_shard). */
 #define RT 8
 #define GEMV_PF_PAIRS 6
 
