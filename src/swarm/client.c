@@ -128,11 +128,11 @@ struct swarm_client {
 void swarm_client_cfg_default(swarm_client_cfg_t *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->network = "colony";
+	c->network = SWARM_DEFAULT_NETWORK;
 	c->enc = WIRE_ENC_F32;
 	c->kv_type = WIRE_KV_F32;
-	c->discover_ms = 15000;
-	c->timeout_ms = 10000;
+	c->discover_ms = SWARM_DEFAULT_DISCOVER_MS;
+	c->timeout_ms = SWARM_DEFAULT_TIMEOUT_MS;
 	c->max_jobs = SWARM_DEFAULT_MAX_JOBS;
 	c->max_msgs_per_sec = SWARM_DEFAULT_MSGS_PER_SEC;
 }

@@ -59,6 +59,10 @@
 #define SWARM_REDIAL_MS 5000          /* a server whose connection dropped is dialed again after this */
 #define SWARM_DEFAULT_MAX_JOBS 256
 #define SWARM_DEFAULT_MSGS_PER_SEC 1500.0
+/* Defaults shared by swarm_client_cfg_t and swarm_cfg_t. */
+#define SWARM_DEFAULT_NETWORK "colony"
+#define SWARM_DEFAULT_DISCOVER_MS 15000
+#define SWARM_DEFAULT_TIMEOUT_MS 10000
 #define SWARM_REP_MAX_WATCH 12        /* providers whose digests a client watches */
 #define SWARM_REP_MAX_PUBLISH 4       /* digests a client keeps announced */
 #define SWARM_REP_PUBLISH_MS 60000u

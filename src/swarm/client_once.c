@@ -9,11 +9,11 @@
 void swarm_cfg_default(swarm_cfg_t *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->network = "colony";
+	c->network = SWARM_DEFAULT_NETWORK;
 	c->enc = WIRE_ENC_F32;
 	c->kv_type = WIRE_KV_F32;
-	c->discover_ms = 15000;
-	c->timeout_ms = 10000;
+	c->discover_ms = SWARM_DEFAULT_DISCOVER_MS;
+	c->timeout_ms = SWARM_DEFAULT_TIMEOUT_MS;
 }
 
 int swarm_generate(const swarm_cfg_t *cfg, const int32_t *prompt, int n_prompt, int n_predict, swarm_result_t *res,

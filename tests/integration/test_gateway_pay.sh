@@ -21,29 +21,18 @@
 . "$(dirname "$0")/lib.sh"
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 
 PIN1=1500000 POUT1=2500000 PIN2=700000 POUT2=3300000 CHUNK=8 N=40 DEP=100 WIN=2
 # sanitizer builds are slower: a provider's redeem must still land within the
 # window that the gateway's close opens
 if [ -n "${COLONY_SANITIZED:-}" ]; then WIN=8; fi
 U="Tell me a story about a cat."
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) GW=$(W gw address 2>/dev/null)
 P1=$(W p1 address 2>/dev/null) P2=$(W p2 address 2>/dev/null)
-wait_log() { for _ in $(seq 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 fmt() { python3 -c "import sys; v=int(sys.argv[1]); print('%d.%06d' % (v // 1000000, v % 1000000))" "$1"; }
 micro() { python3 -c "import sys; a, b = sys.argv[1].split('.'); print(int(a) * 1000000 + int(b))" "$1"; }
 
-"$BIN" node --home "$TMP/lh" --ledger "$TMP/ledger.db" --ledger-operator "$OP" --ledger-window $WIN \
-  --log-level info >"$TMP/ledger.log" 2>&1 &
-LEDGER_PID=$!
-pids+=($LEDGER_PID)
-wait_log "$TMP/ledger.log" "transport 127.0.0.1:[0-9]" || { fail "ledger node did not start: $(head -c 600 "$TMP/ledger.log")"; finish; exit 1; }
-LP=$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger.log" | head -1 | cut -d: -f2)
-L="--ledger-peer 127.0.0.1:$LP"
+start_ledger_node "$OP" --ledger-window $WIN
 out=$(W op deposit $DEP --to "$GW" $L 2>"$TMP/err")
 [ "$out" = "balance $DEP.000000  stake 0.000000  reserved 0.000000" ] && ok "ledger up (port $LP, window $WIN s), $DEP deposited for the gateway's wallet" \
   || fail "deposit: '$out' $(cat "$TMP/err")"

@@ -15,7 +15,6 @@ NODE_PID=
 cleanup_node() { [ -n "$NODE_PID" ] && kill -KILL "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; NODE_PID=; }
 trap 'cleanup_node; rm -rf "$TMP"' EXIT
 
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) BUYER=$(W buyer address 2>/dev/null)
 PROV=$(W prov address 2>/dev/null) EVE=$(W eve address 2>/dev/null)
 

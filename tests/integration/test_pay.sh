@@ -12,24 +12,13 @@
 . "$(dirname "$0")/lib.sh"
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 
 PIN=1500000 POUT=2500000 CHUNK=16 N=48 DEP=100
 P="Once upon a time"
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) BUYER=$(W buyer address 2>/dev/null) PROV=$(W prov address 2>/dev/null)
 
-# port_of LOG WHAT: waits for "WHAT 127.0.0.1:PORT" / "WHAT PORT" in LOG.
-wait_log() { for _ in $(seq 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-"$BIN" node --home "$TMP/lh" --ledger "$TMP/ledger.db" --ledger-operator "$OP" --log-level info >"$TMP/ledger.log" 2>&1 &
-LEDGER_PID=$!
-pids+=($LEDGER_PID)
-wait_log "$TMP/ledger.log" "transport 127.0.0.1:[0-9]" || { fail "ledger node did not start: $(head -c 600 "$TMP/ledger.log")"; finish; exit 1; }
-LP=$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger.log" | head -1 | cut -d: -f2)
-L="--ledger-peer 127.0.0.1:$LP"
+start_ledger_node "$OP"
 ok "ledger node up on port $LP"
 
 out=$(W op deposit $DEP --to "$BUYER" $L 2>"$TMP/err")

@@ -21,9 +21,6 @@
 . "$(dirname "$0")/lib.sh"
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$TMP"; }
-trap cleanup EXIT
 
 SEED=${COLONY_CRASH_SEED:-$(( $(date +%s) % 32768 ))}
 RANDOM=$SEED
@@ -33,10 +30,9 @@ WIN=5 PIN=1500000 POUT=2500000 CHUNK=8 N=600 DEP=100 BUDGET=1
 if [ -n "${COLONY_SANITIZED:-}" ]; then N=300 ROUNDS=${COLONY_CRASH_ROUNDS:-6} WIN=8; fi
 P="Once upon a time"
 echo "# seed $SEED, $ROUNDS rounds, challenge window $WIN s${KEEP:+, files in $TMP}"
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) BUYER=$(W buyer address 2>/dev/null) PROV=$(W prov address 2>/dev/null)
 
-wait_log() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+WAIT_LOG_S=30
 alive() { kill -0 "$1" 2>/dev/null; }
 
 nl=0 np=0 LP=0 PP=0 PD=0

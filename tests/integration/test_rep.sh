@@ -14,19 +14,11 @@
 . "$(dirname "$0")/lib.sh"
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 
 P="Once upon a time"
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) BUYER=$(W buyer address 2>/dev/null)
-wait_log() { for _ in $(seq 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-"$BIN" node --home "$TMP/lh" --ledger "$TMP/ledger.db" --ledger-operator "$OP" --log-level info >"$TMP/ledger.log" 2>&1 &
-pids+=($!)
-wait_log "$TMP/ledger.log" "transport 127.0.0.1:[0-9]" || { fail "ledger node did not start: $(head -c 600 "$TMP/ledger.log")"; finish; exit 1; }
-L="--ledger-peer 127.0.0.1:$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger.log" | head -1 | cut -d: -f2)"
+start_ledger_node "$OP"
 W op deposit 100 --to "$BUYER" $L >/dev/null 2>"$TMP/err" && ok "ledger up, buyer funded" || fail "deposit: $(cat "$TMP/err")"
 
 # (digests from one-shot runs are never refreshed: --stale-ms keeps them in view for the test)

@@ -22,25 +22,15 @@
 need_fixture stories260K.gguf
 M="$FIX/stories260K.gguf"
 NODEDIR="${COLONY_SRC:-$(dirname "$0")/../..}/tests/node"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
-trap cleanup EXIT
 T0=$(date +%s.%N)
 
 FEE=1000 PRICE=2222222 CHUNK=8 N=40 DEP=100
 U="Tell me a story."
-W() { local h=$1; shift; "$BIN" wallet --home "$TMP/$h" "$@"; }
 OP=$(W op address 2>/dev/null) BUYER=$(W b address 2>/dev/null) PROV=$(W a address 2>/dev/null)
 W mal address >/dev/null 2>&1
-wait_log() { for _ in $(seq 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 url_of() { grep -o 'http://127.0.0.1:[0-9]*/v1' "$1" 2>/dev/null | head -1; }
 
-"$BIN" node --home "$TMP/lh" --ledger "$TMP/ledger.db" --ledger-operator "$OP" --log-level info >"$TMP/ledger.log" 2>&1 &
-LEDGER_PID=$!
-pids+=($LEDGER_PID)
-wait_log "$TMP/ledger.log" "transport 127.0.0.1:[0-9]" || { fail "ledger node did not start: $(head -c 600 "$TMP/ledger.log")"; finish; exit 1; }
-LP=$(grep -o "transport 127.0.0.1:[0-9]*" "$TMP/ledger.log" | head -1 | cut -d: -f2)
-L="--ledger-peer 127.0.0.1:$LP"
+start_ledger_node "$OP"
 out=$(W op deposit $DEP --to "$BUYER" $L 2>"$TMP/err")
 [ "$out" = "balance $DEP.000000  stake 0.000000  reserved 0.000000" ] && ok "ledger up (port $LP), $DEP deposited for B's wallet" \
   || fail "deposit: '$out' $(cat "$TMP/err")"

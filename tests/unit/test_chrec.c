@@ -18,6 +18,7 @@
 #include "market/ledger.h"
 #include "market/wallet.h"
 #include "test.h"
+#include "test_wallet.h"
 
 /* A fresh folder under the test's temporary root. */
 static void tmp_dir(char *out, size_t n, const char *name)
@@ -85,15 +86,6 @@ struct fixture {
 	settle_t s;
 	wallet_t *buyer, *prov;
 };
-
-static wallet_t *wallet_seeded(uint8_t b)
-{
-	uint8_t seed[WALLET_SEEDLEN];
-	memset(seed, b, sizeof(seed));
-	wallet_t *w = NULL;
-	REQUIRE(wallet_new(seed, &w) == 0);
-	return w;
-}
 
 static void fx_open(struct fixture *x, const char *name, amount_t deposit)
 {

@@ -12,19 +12,11 @@
 #include "market/voucher.h"
 #include "market/wallet.h"
 #include "test.h"
+#include "test_wallet.h"
 
 static void tmp_path(char *out, size_t n, const char *name)
 {
 	snprintf(out, n, "%s/%s", test_tmp_root(), name);
-}
-
-static wallet_t *wallet_seeded(uint8_t b)
-{
-	uint8_t seed[WALLET_SEEDLEN];
-	memset(seed, b, sizeof(seed));
-	wallet_t *w = NULL;
-	REQUIRE(wallet_new(seed, &w) == 0);
-	return w;
 }
 
 #define NOW 1700000000

@@ -18,6 +18,7 @@
 #include "market/vstore.h"
 #include "market/wallet.h"
 #include "test.h"
+#include "test_wallet.h"
 
 /* A fresh directory per test under one temporary root. */
 static const char *tmp_dir(const char *name)
@@ -25,15 +26,6 @@ static const char *tmp_dir(const char *name)
 	static char out[700];
 	test_tmp_dir(out, sizeof(out), name);
 	return out;
-}
-
-static wallet_t *wallet_seeded(uint8_t b)
-{
-	uint8_t seed[WALLET_SEEDLEN];
-	memset(seed, b, sizeof(seed));
-	wallet_t *w = NULL;
-	REQUIRE(wallet_new(seed, &w) == 0);
-	return w;
 }
 
 static voucher_t voucher_make(const uint8_t ch[MARKET_IDLEN], uint64_t seq, amount_t amount, const wallet_t *buyer)
